@@ -1,0 +1,3 @@
+"""progress-server: a self-hosted download server with live progress."""
+
+__version__ = "0.1.0"

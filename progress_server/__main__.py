@@ -1,0 +1,3 @@
+from progress_server.cli import main
+
+main()

@@ -1,0 +1,88 @@
+"""create_app(settings) -> web.Application. Nothing is built at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from progress_server.appkeys import (
+    BUS,
+    CLIENT_SESSION,
+    KEYRING,
+    LOGIN_LIMITER,
+    SCHEDULER,
+    SETTINGS,
+    STORE,
+)
+from progress_server.auth import FailedLoginLimiter, KeyRing
+from progress_server.downloader import Downloader
+from progress_server.events import EventBus
+from progress_server.processing.build import build_pipeline
+from progress_server.scheduler import Scheduler
+from progress_server.settings import Settings
+from progress_server.snapshots import SnapshotCache
+from progress_server.store import Store
+from progress_server.web.auth import auth_middleware
+from progress_server.web.errors import error_middleware
+from progress_server.web.routes import setup_routes
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[LOGIN_LIMITER] = FailedLoginLimiter()
+    app.cleanup_ctx.append(resources)
+    setup_routes(app)
+    return app
+
+
+def client_session(settings: Settings) -> aiohttp.ClientSession:
+    timeout = aiohttp.ClientTimeout(
+        total=None,
+        sock_connect=settings.connect_timeout,
+        # No byte for this long is a stall: the attempt fails as `timeout` and is retried.
+        sock_read=min(settings.read_timeout, settings.stall_timeout),
+    )
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60)
+    return aiohttp.ClientSession(
+        timeout=timeout,
+        connector=connector,
+        auto_decompress=False,
+        # Read buffers sized for bulk transfer; the default 64 KiB limit costs throughput.
+        read_bufsize=1024 * 1024,
+        headers={"User-Agent": "progress-server"},
+    )
+
+
+async def resources(app: web.Application) -> AsyncIterator[None]:
+    """Everything the app opens, opened in order and closed in reverse, in one place."""
+    settings = app[SETTINGS]
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.db_path)
+    await store.open()
+    bus = EventBus(store, SnapshotCache())
+    await bus.start()
+    keyring = KeyRing(store)
+    await keyring.start()
+    session = client_session(settings)
+    scheduler = Scheduler(
+        settings, store, bus, Downloader(settings, session), build_pipeline(settings)
+    )
+    app[STORE] = store
+    app[BUS] = bus
+    app[KEYRING] = keyring
+    app[CLIENT_SESSION] = session
+    app[SCHEDULER] = scheduler
+    await scheduler.start()
+    try:
+        yield
+    finally:
+        await scheduler.stop()
+        await keyring.stop()
+        await session.close()
+        await store.close()

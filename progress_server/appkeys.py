@@ -1,0 +1,20 @@
+"""Every web.AppKey of the application, in one place."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from progress_server.auth import FailedLoginLimiter, KeyRing
+from progress_server.events import EventBus
+from progress_server.scheduler import Scheduler
+from progress_server.settings import Settings
+from progress_server.store import Store
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+BUS = web.AppKey("bus", EventBus)
+SCHEDULER = web.AppKey("scheduler", Scheduler)
+KEYRING = web.AppKey("keyring", KeyRing)
+LOGIN_LIMITER = web.AppKey("login_limiter", FailedLoginLimiter)
+CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)

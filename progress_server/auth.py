@@ -1,0 +1,136 @@
+"""API keys: creation, hashing, lookup on every request, and the slow-down for bad keys.
+
+Keys are 256-bit random tokens stored only as their SHA-256; lookups are served from an
+in-memory copy of the keys table that is refreshed twice a second, so a key revoked from
+the CLI (another process) stops working within half a second without a query per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from progress_server.store import ApiKeyRow, Store
+
+KEY_PREFIX = "psk_"
+REFRESH_SECONDS = 0.5
+# Failed logins from one address: this many in the window are free, then 429 until they age out.
+FAILURES_ALLOWED = 10
+FAILURE_WINDOW = 60.0
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: int
+    name: str
+    is_admin: bool
+
+    def may_see(self, owner_key_id: int) -> bool:
+        return self.is_admin or owner_key_id == self.key_id
+
+    @property
+    def owner_filter(self) -> int | None:
+        """The owner to filter lists by: None for admins, who see every task."""
+        return None if self.is_admin else self.key_id
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def bearer_token(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+class KeyRing:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._by_hash: dict[str, ApiKeyRow] = {}
+        self._refresher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._refresher = asyncio.create_task(self._refresh_forever(), name="key-refresher")
+
+    async def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+
+    async def refresh(self) -> None:
+        rows = await self._store.list_keys()
+        self._by_hash = {row.key_hash: row for row in rows if row.revoked_at is None}
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_SECONDS)
+            with contextlib.suppress(Exception):
+                await self.refresh()
+
+    async def authenticate(self, key: str | None) -> Principal | None:
+        if not key or len(key) > 200:
+            return None
+        digest = hash_key(key)
+        row = self._by_hash.get(digest)
+        if row is None:
+            # A key made by the CLI since the last refresh: look once, then it is cached.
+            row = await self._store.key_by_hash(digest)
+            if row is None or row.revoked_at is not None:
+                return None
+            self._by_hash[digest] = row
+        # Constant-time compare, though the dict lookup already matched the hash.
+        if not hmac.compare_digest(row.key_hash, digest):
+            return None
+        return Principal(row.key_id, row.name, row.is_admin)
+
+    def forget(self, key_hash: str) -> None:
+        self._by_hash.pop(key_hash, None)
+
+
+class FailedLoginLimiter:
+    """Counts failed authentications per address; past the allowance, answers wait."""
+
+    def __init__(self, allowed: int = FAILURES_ALLOWED, window: float = FAILURE_WINDOW) -> None:
+        self.allowed = allowed
+        self.window = window
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, address: str, now: float) -> deque[float]:
+        failures = self._failures.setdefault(address, deque())
+        while failures and failures[0] <= now - self.window:
+            failures.popleft()
+        return failures
+
+    def retry_after(self, address: str) -> float:
+        """Seconds this address must wait before trying again (0: go ahead)."""
+        now = time.monotonic()
+        failures = self._recent(address, now)
+        if len(failures) < self.allowed:
+            if not failures:
+                self._failures.pop(address, None)
+            return 0.0
+        return max(failures[0] + self.window - now, 0.1)
+
+    def record_failure(self, address: str) -> None:
+        now = time.monotonic()
+        self._recent(address, now).append(now)
+        if len(self._failures) > 10_000:
+            # Bounded memory under a spray of addresses: drop the oldest entries.
+            for stale in list(self._failures)[:1000]:
+                del self._failures[stale]

@@ -1,0 +1,238 @@
+"""The command line: `serve`, and `keys` to manage API keys.
+
+Every option has help text and an environment variable `PROGRESS_SERVER_<FLAG>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from progress_server import __version__
+from progress_server.settings import Settings, default_data_dir
+
+ENV = "PROGRESS_SERVER_"
+
+
+def _env(flag: str) -> str:
+    return ENV + flag.upper().replace("-", "_")
+
+
+def data_dir_option(func: Any) -> Any:
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=default_data_dir,
+        envvar=_env("data-dir"),
+        show_envvar=True,
+        show_default="$XDG_DATA_HOME/progress-server or ~/.local/share/progress-server",
+        help="Folder for the SQLite database and the downloaded files.",
+    )(func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="progress-server")
+def main() -> None:
+    """progress-server: a self-hosted download server with live progress."""
+
+
+@main.command()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar=_env("host"),
+    show_envvar=True,
+    help="Address to listen on.",
+)
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    envvar=_env("port"),
+    show_envvar=True,
+    help="TCP port to listen on.",
+)
+@data_dir_option
+@click.option(
+    "--max-concurrent",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    envvar=_env("max-concurrent"),
+    show_envvar=True,
+    help="Downloads running at once; the rest wait as pending, in order.",
+)
+@click.option(
+    "--max-per-host",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    envvar=_env("max-per-host"),
+    show_envvar=True,
+    help="Downloads running at once from one host.",
+)
+@click.option(
+    "--max-retries",
+    default=5,
+    show_default=True,
+    type=click.IntRange(0, 100),
+    envvar=_env("max-retries"),
+    show_envvar=True,
+    help="Automatic retries of network errors, timeouts, 408, 429 and 5xx.",
+)
+@click.option(
+    "--progress-interval",
+    default=0.25,
+    show_default=True,
+    type=click.FloatRange(0.01, 60),
+    envvar=_env("progress-interval"),
+    show_envvar=True,
+    help="Seconds between progress events of one task.",
+)
+@click.option(
+    "--stall-timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    envvar=_env("stall-timeout"),
+    show_envvar=True,
+    help="Seconds without a byte before an attempt is aborted as a timeout.",
+)
+@click.option(
+    "--connect-timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    envvar=_env("connect-timeout"),
+    show_envvar=True,
+    help="Seconds to wait for a connection to the origin.",
+)
+@click.option(
+    "--max-size",
+    default=None,
+    type=click.IntRange(1),
+    envvar=_env("max-size"),
+    show_envvar=True,
+    help="Largest file accepted, in bytes (default: no limit).",
+)
+@click.option(
+    "--max-processing",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    envvar=_env("max-processing"),
+    show_envvar=True,
+    help="Post-processing jobs running at once.",
+)
+@click.option(
+    "--log-format",
+    default="text",
+    show_default=True,
+    type=click.Choice(["text", "json"]),
+    envvar=_env("log-format"),
+    show_envvar=True,
+    help="Log lines for people (text) or machines (json).",
+)
+def serve(**options: Any) -> None:
+    """Run the server until SIGTERM or Ctrl-C."""
+    from aiohttp import web
+
+    from progress_server import logs
+    from progress_server.app import create_app
+
+    settings = Settings(**options)
+    logs.configure(settings.log_format)
+    log = logging.getLogger("progress_server")
+    log.info("serving on http://%s:%d, data in %s", settings.host, settings.port, settings.data_dir)
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=5.0,
+    )
+    log.info("stopped")
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke API keys (stored hashed)."""
+
+
+def _with_store(data_dir: Path, action: Any) -> Any:
+    from progress_server.store import Store
+
+    async def run() -> Any:
+        store = Store(Settings(data_dir=data_dir).db_path)
+        await store.open()
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+@keys.command("create")
+@click.argument("name")
+@data_dir_option
+@click.option("--admin", is_flag=True, help="The key sees and controls every task.")
+def keys_create(name: str, data_dir: Path, admin: bool) -> None:
+    """Create a key called NAME and print it (the last line of output)."""
+    from progress_server.auth import generate_key, hash_key
+
+    key = generate_key()
+
+    async def create(store: Any) -> None:
+        existing = {row.name for row in await store.list_keys()}
+        if name in existing:
+            raise click.ClickException(f"a key called {name!r} already exists")
+        await store.create_key(name, hash_key(key), admin)
+
+    _with_store(data_dir, create)
+    click.echo(f"Created {'admin ' if admin else ''}key {name!r}. It is shown only once:", err=True)
+    click.echo(key)
+
+
+@keys.command("list")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def keys_list(data_dir: Path, as_json: bool) -> None:
+    """List keys (names and dates, never the keys themselves)."""
+    from progress_server.models import iso_utc
+
+    rows = _with_store(data_dir, lambda store: store.list_keys())
+    entries = [
+        {
+            "name": row.name,
+            "admin": row.is_admin,
+            "created_at": iso_utc(row.created_at),
+            "revoked_at": iso_utc(row.revoked_at) if row.revoked_at else None,
+        }
+        for row in rows
+    ]
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    for e in entries:
+        status = f"revoked {e['revoked_at']}" if e["revoked_at"] else "active"
+        role = "admin" if e["admin"] else "user"
+        click.echo(f"{e['name']:<24} {role:<6} created {e['created_at']}  {status}")
+
+
+@keys.command("revoke")
+@click.argument("name")
+@data_dir_option
+def keys_revoke(name: str, data_dir: Path) -> None:
+    """Revoke the key called NAME; it stops working at once."""
+    if not _with_store(data_dir, lambda store: store.revoke_key(name)):
+        raise click.ClickException(f"no active key called {name!r}")
+    click.echo(f"Revoked key {name!r}.")

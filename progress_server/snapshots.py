@@ -1,0 +1,68 @@
+"""The in-memory snapshot of every task that polling reads: no SQL per poll.
+
+Each snapshot keeps its polling JSON pre-encoded with an ETag, both changed only when what a
+poller would see changes, so an idle task answers 304 for as long as it stays idle.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from progress_server.models import Progress, Task, TaskState, polling_wire
+
+
+@dataclass
+class TaskSnapshot:
+    task_id: str
+    owner_key_id: int
+    state: TaskState
+    progress: Progress
+    changed_at: float
+    etag: str
+    body: bytes
+
+    @property
+    def wire(self) -> dict[str, object]:
+        return json.loads(self.body)  # type: ignore[no-any-return]
+
+
+class SnapshotCache:
+    def __init__(self) -> None:
+        self._tasks: dict[str, TaskSnapshot] = {}
+        self._version = 0
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def get(self, task_id: str) -> TaskSnapshot | None:
+        return self._tasks.get(task_id)
+
+    def load(self, task: Task) -> None:
+        progress = Progress(task.downloaded_bytes, task.total_bytes)
+        self.update(task.task_id, task.owner_key_id, task.state, progress, task.updated_at)
+
+    def update(
+        self,
+        task_id: str,
+        owner_key_id: int,
+        state: TaskState,
+        progress: Progress,
+        at: float,
+    ) -> TaskSnapshot:
+        current = self._tasks.get(task_id)
+        if current is not None and current.state is state:
+            same = current.progress.to_polling_wire() == progress.to_polling_wire()
+            if same:
+                return current
+        self._version += 1
+        body = json.dumps(polling_wire(task_id, state, progress, at)).encode()
+        # The version counter makes the ETag unique across restarts of a task's life too:
+        # the task id's prefix keeps it unique across tasks.
+        etag = f'"{task_id[:8]}-{self._version:x}-{int(at * 1000):x}"'
+        snapshot = TaskSnapshot(task_id, owner_key_id, state, progress, at, etag, body)
+        self._tasks[task_id] = snapshot
+        return snapshot
+
+    def remove(self, task_id: str) -> None:
+        self._tasks.pop(task_id, None)

@@ -1,0 +1,66 @@
+"""Polling: the guide's progress response, served from the in-memory snapshot."""
+
+from __future__ import annotations
+
+import hashlib
+
+from aiohttp import web
+
+from progress_server.appkeys import BUS
+from progress_server.auth import Principal
+from progress_server.snapshots import TaskSnapshot
+from progress_server.web.auth import principal
+from progress_server.web.errors import ApiError, not_found
+from progress_server.web.requests import int_param
+
+MAX_BATCH = 200
+
+
+def _visible(request: web.Request, who: Principal, task_id: str) -> TaskSnapshot | None:
+    snapshot = request.app[BUS].snapshots.get(task_id)
+    if snapshot is None or not who.may_see(snapshot.owner_key_id):
+        return None
+    return snapshot
+
+
+def _matches(request: web.Request, etag: str) -> bool:
+    wanted = request.headers.get("If-None-Match")
+    if not wanted:
+        return False
+    return any(tag.strip() in (etag, "*", "W/" + etag) for tag in wanted.split(","))
+
+
+async def get_progress(request: web.Request) -> web.Response:
+    snapshot = _visible(request, principal(request), request.match_info["task_id"])
+    if snapshot is None:
+        raise not_found()
+    headers = {"ETag": snapshot.etag, "Cache-Control": "no-cache"}
+    if _matches(request, snapshot.etag):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=snapshot.body, content_type="application/json", headers=headers)
+
+
+async def get_progress_batch(request: web.Request) -> web.Response:
+    who = principal(request)
+    ids = request.query.getall("task_id", [])
+    if not ids:
+        raise ApiError(400, "name at least one task_id")
+    if len(ids) > MAX_BATCH:
+        raise ApiError(400, f"at most {MAX_BATCH} task_id values per request")
+    # Unknown and foreign ids are left out alike, so a batch reveals nothing a single poll
+    # would not; duplicates are answered once.
+    snapshots = [s for s in (_visible(request, who, i) for i in dict.fromkeys(ids)) if s]
+    etag = '"b' + hashlib.sha1("".join(s.etag for s in snapshots).encode()).hexdigest()[:20] + '"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if _matches(request, etag):
+        return web.Response(status=304, headers=headers)
+    body = b'{"tasks": [' + b", ".join(s.body for s in snapshots) + b"]}"
+    return web.Response(body=body, content_type="application/json", headers=headers)
+
+
+async def all_events(request: web.Request) -> web.Response:
+    who = principal(request)
+    after = int_param(request, "after_seq", 0, 0, 2**62)
+    limit = int_param(request, "limit", 1000, 1, 5000)
+    events = await request.app[BUS].history(after, owner_key_id=who.owner_filter, limit=limit)
+    return web.json_response({"events": [e.to_wire() for e in events]})

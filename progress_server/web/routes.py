@@ -1,0 +1,28 @@
+"""URL → handler. Nothing else lives here."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from progress_server.web import health, progress, tasks
+
+TASK = "/api/downloads/{task_id}"
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", health.healthz)
+
+    app.router.add_post("/api/downloads", tasks.create_download)
+    app.router.add_get("/api/downloads", tasks.list_downloads)
+    app.router.add_get(TASK, tasks.get_download)
+    app.router.add_delete(TASK, tasks.delete_download)
+    app.router.add_post(TASK + "/cancel", tasks.cancel_download)
+    app.router.add_post(TASK + "/retry", tasks.retry_download)
+    app.router.add_post(TASK + "/pause", tasks.pause_download)
+    app.router.add_post(TASK + "/resume", tasks.resume_download)
+    app.router.add_get(TASK + "/file", tasks.download_file)
+    app.router.add_get(TASK + "/events", tasks.task_events)
+
+    app.router.add_get("/api/progress", progress.get_progress_batch)
+    app.router.add_get("/api/progress/{task_id}", progress.get_progress)
+    app.router.add_get("/api/events", progress.all_events)
