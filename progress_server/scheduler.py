@@ -86,9 +86,7 @@ class RunningTask:
         wanted = filenames.choose(
             task.requested_filename, content_disposition, task.url, task.task_id
         )
-        name = await self.scheduler.claim_filename(wanted)
-        await self.scheduler.store.update_task(task.task_id, filename=name)
-        return name
+        return await self.scheduler.claim_filename(task.task_id, wanted)
 
     async def response_started(
         self, offset: int, total: int | None, etag: str | None, last_modified: str | None
@@ -295,9 +293,12 @@ class Scheduler:
         self._pump()
         return task, True
 
-    async def claim_filename(self, wanted: str) -> str:
+    async def claim_filename(self, task_id: str, wanted: str) -> str:
+        """Pick a free name and record it, under the lock, so no two tasks get one name."""
         async with self._names_lock:
-            return await self._unique_name(wanted)
+            name = await self._unique_name(wanted)
+            await self.store.update_task(task_id, filename=name)
+            return name
 
     async def _unique_name(self, wanted: str) -> str:
         taken = await self.store.filenames_in_use()
