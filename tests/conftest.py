@@ -4,8 +4,9 @@ tests/serverproc.py so bench/ scripts can use them without pytest."""
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,9 @@ _REPO_ROOT = str(Path(__file__).resolve().parent.parent)
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
+from progress_server.app import create_app  # noqa: E402
+from progress_server.settings import Settings  # noqa: E402
+from tests.apiclient import Api  # noqa: E402
 from tests.origins import Origin  # noqa: E402
 
 # --------------------------------------------------------------------------------------
@@ -26,3 +30,29 @@ from tests.origins import Origin  # noqa: E402
 async def origin() -> AsyncIterator[Origin]:
     async with Origin() as started:
         yield started
+
+
+# --------------------------------------------------------------------------------------
+# In-process server over real HTTP (tests/apiclient.py): `make_api(**settings)` or `api`
+# --------------------------------------------------------------------------------------
+
+MakeApi = Callable[..., Awaitable[Api]]
+
+
+@pytest.fixture
+def make_api(aiohttp_client: Any, tmp_path: Path) -> MakeApi:
+    """Start `create_app(Settings(data_dir=tmp_path/"data", **overrides))`, with one key."""
+
+    async def make(**overrides: Any) -> Api:
+        overrides.setdefault("min_free_bytes", 0)
+        settings = Settings(data_dir=tmp_path / "data", **overrides)
+        api = Api(await aiohttp_client(create_app(settings)), settings)
+        api.key = await api.new_key("default")
+        return api
+
+    return make
+
+
+@pytest.fixture
+async def api(make_api: MakeApi) -> Api:
+    return await make_api()
