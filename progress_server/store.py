@@ -51,6 +51,15 @@ class ApiKeyRow:
 
 
 @dataclass(frozen=True)
+class SessionRow:
+    token_hash: str
+    key_id: int
+    csrf_token: str
+    created_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True)
 class SnapshotRow:
     task_id: str
     downloaded_bytes: int
@@ -167,6 +176,42 @@ class Store:
             )
             return cur.rowcount > 0
 
+    # -- page sessions -----------------------------------------------------------------
+
+    async def insert_session(self, session: SessionRow) -> None:
+        async with self.transaction() as db:
+            await db.execute(
+                "INSERT INTO sessions (token_hash, key_id, csrf_token, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    session.token_hash,
+                    session.key_id,
+                    session.csrf_token,
+                    session.created_at,
+                    session.expires_at,
+                ),
+            )
+
+    async def delete_session(self, token_hash: str) -> None:
+        async with self.transaction() as db:
+            await db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+
+    async def live_sessions(self, now: float) -> list[SessionRow]:
+        """Unexpired sessions; expired ones are deleted on the way."""
+        async with self.transaction() as db:
+            await db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+        async with self.reader.execute("SELECT * FROM sessions") as cur:
+            return [
+                SessionRow(
+                    row["token_hash"],
+                    row["key_id"],
+                    row["csrf_token"],
+                    row["created_at"],
+                    row["expires_at"],
+                )
+                for row in await cur.fetchall()
+            ]
+
     # -- tasks -------------------------------------------------------------------------
 
     async def insert_task(self, task: Task, idempotency_key: str | None, event: Event) -> Task:
@@ -226,6 +271,7 @@ class Store:
         states: Sequence[TaskState] = (),
         limit: int = 50,
         after_order: int = 0,
+        newest_first: bool = False,
     ) -> list[Task]:
         where = ["task_order > ?"]
         params: list[Any] = [after_order]
@@ -236,7 +282,8 @@ class Store:
             where.append(f"state IN ({', '.join('?' for _ in states)})")
             params.extend(s.value for s in states)
         params.append(limit)
-        sql = f"SELECT * FROM tasks WHERE {' AND '.join(where)} ORDER BY task_order LIMIT ?"
+        order = "task_order DESC" if newest_first else "task_order"
+        sql = f"SELECT * FROM tasks WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
         async with self.reader.execute(sql, params) as cur:
             return [_task_row(row) for row in await cur.fetchall()]
 
