@@ -21,6 +21,7 @@ from typing import Protocol
 
 import aiohttp
 
+from progress_server import filenames
 from progress_server.models import ErrorType, Task
 from progress_server.partfile import PartFile
 from progress_server.settings import Settings
@@ -81,7 +82,7 @@ class Downloader:
         self.session = session
 
     def part_path(self, filename: str) -> Path:
-        return self.settings.downloads_dir / (filename + ".part")
+        return self.settings.downloads_dir / filenames.part_name(filename)
 
     async def download(self, task: Task, observer: TransferObserver) -> TransferOutcome:
         """Run attempts until one succeeds or retries are spent; raises DownloadError."""

@@ -7,6 +7,7 @@ Either way the result is one path component inside the downloads folder.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections.abc import Container
@@ -19,7 +20,8 @@ MAX_NAME_BYTES = 255
 # Room for " (999)" and ".part" after the longest name we produce ourselves.
 _SANITISED_BYTES = MAX_NAME_BYTES - 16
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
-_RESERVED_SUFFIXES = (".part",)
+PART_SUFFIX = ".part"
+_RESERVED_SUFFIXES = (PART_SUFFIX,)
 _WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$", re.IGNORECASE)
 
 
@@ -111,12 +113,33 @@ def unique(directory: Path, name: str, taken: Container[str]) -> str:
     n = 0
     while candidate in taken or _exists(directory, candidate):
         n += 1
-        candidate = f"{stem} ({n}){dot}{ext}"
+        tail = f" ({n}){dot}{ext}"
+        room = MAX_NAME_BYTES - len(tail.encode())
+        if room < 1:
+            stem, dot, ext = name, "", ""
+            tail = f" ({n})"
+            room = MAX_NAME_BYTES - len(tail.encode())
+        # Shortened so that a 255-byte name's " (1)" variant is still a legal file name.
+        candidate = stem.encode()[:room].decode(errors="ignore") + tail
     return candidate
 
 
 def _exists(directory: Path, name: str) -> bool:
-    return (directory / name).exists() or (directory / (name + ".part")).exists()
+    return (directory / name).exists() or (directory / part_name(name)).exists()
+
+
+def part_name(name: str) -> str:
+    """The name `name` is downloaded under until complete; itself at most 255 bytes.
+
+    A plain name may use all 255 bytes, so appending ".part" can be too long for the file
+    system; such names are shortened and tagged with a hash of the full name instead.
+    """
+    candidate = name + PART_SUFFIX
+    if len(candidate.encode()) <= MAX_NAME_BYTES:
+        return candidate
+    tag = hashlib.sha256(name.encode()).hexdigest()[:8]
+    keep = MAX_NAME_BYTES - len(PART_SUFFIX) - len(tag) - 1
+    return name.encode()[:keep].decode(errors="ignore") + "~" + tag + PART_SUFFIX
 
 
 def inside(directory: Path, name: str) -> Path:

@@ -474,7 +474,7 @@ class Scheduler:
         downloads = self.settings.downloads_dir
         if task.filename is not None:
             final = downloads / task.filename
-            part = downloads / (task.filename + ".part")
+            part = downloads / filenames.part_name(task.filename)
             if task.state is TaskState.PROCESSING or (final.exists() and not part.exists()):
                 # Crashed after the rename: the file is complete, only processing is left.
                 if final.exists():
@@ -607,7 +607,7 @@ class Scheduler:
     def _part_path(self, task: Task) -> Path | None:
         if task.filename is None:
             return None
-        return self.settings.downloads_dir / (task.filename + ".part")
+        return self.settings.downloads_dir / filenames.part_name(task.filename)
 
     @property
     def active_downloads(self) -> int:
