@@ -132,6 +132,13 @@ def main() -> None:
     help="Post-processing jobs running at once.",
 )
 @click.option(
+    "--metrics-loopback",
+    is_flag=True,
+    envvar=_env("metrics-loopback"),
+    show_envvar=True,
+    help="Let loopback addresses scrape /metrics without a key (elsewhere: an admin key).",
+)
+@click.option(
     "--log-format",
     default="text",
     show_default=True,
@@ -236,3 +243,10 @@ def keys_revoke(name: str, data_dir: Path) -> None:
     if not _with_store(data_dir, lambda store: store.revoke_key(name)):
         raise click.ClickException(f"no active key called {name!r}")
     click.echo(f"Revoked key {name!r}.")
+
+
+# The client-side commands (add, ls, watch, ...) live in remote_cli.py; registered here so
+# that one `progress-server` program has them all.
+from progress_server import remote_cli  # noqa: E402
+
+remote_cli.register(main)
