@@ -12,6 +12,7 @@ from progress_server.appkeys import (
     CLIENT_SESSION,
     KEYRING,
     LOGIN_LIMITER,
+    METRICS,
     SCHEDULER,
     SETTINGS,
     STORE,
@@ -19,6 +20,7 @@ from progress_server.appkeys import (
 from progress_server.auth import FailedLoginLimiter, KeyRing
 from progress_server.downloader import Downloader
 from progress_server.events import EventBus
+from progress_server.metrics import Metrics
 from progress_server.processing.build import build_pipeline
 from progress_server.scheduler import Scheduler
 from progress_server.settings import Settings
@@ -78,11 +80,15 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     app[KEYRING] = keyring
     app[CLIENT_SESSION] = session
     app[SCHEDULER] = scheduler
+    metrics = Metrics(scheduler, bus, store)
+    app[METRICS] = metrics
+    metrics.start()
     await scheduler.start()
     try:
         yield
     finally:
         await scheduler.stop()
+        metrics.stop()
         await keyring.stop()
         await session.close()
         await store.close()

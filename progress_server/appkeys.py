@@ -7,6 +7,7 @@ from aiohttp import web
 
 from progress_server.auth import FailedLoginLimiter, KeyRing
 from progress_server.events import EventBus
+from progress_server.metrics import Metrics
 from progress_server.scheduler import Scheduler
 from progress_server.settings import Settings
 from progress_server.store import Store
@@ -18,3 +19,4 @@ SCHEDULER = web.AppKey("scheduler", Scheduler)
 KEYRING = web.AppKey("keyring", KeyRing)
 LOGIN_LIMITER = web.AppKey("login_limiter", FailedLoginLimiter)
 CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
+METRICS = web.AppKey("metrics", Metrics)

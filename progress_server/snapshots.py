@@ -66,3 +66,6 @@ class SnapshotCache:
 
     def remove(self, task_id: str) -> None:
         self._tasks.pop(task_id, None)
+
+    def all(self) -> list[TaskSnapshot]:
+        return list(self._tasks.values())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +74,8 @@ class Store:
         self._write_lock = asyncio.Lock()
         # Seconds spent in the last write transactions; read by metrics.
         self.last_write_seconds = 0.0
+        # Called with each write transaction's duration (the metrics histogram).
+        self.write_observers: list[Callable[[float], None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -145,6 +147,8 @@ class Store:
                 raise
             await self.writer.execute("COMMIT")
             self.last_write_seconds = time.perf_counter() - started
+            for observe in self.write_observers:
+                observe(self.last_write_seconds)
 
     # -- keys --------------------------------------------------------------------------
 

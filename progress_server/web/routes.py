@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from progress_server.web import health, progress, tasks
+from progress_server.web import health, metrics, openapi, progress, tasks
 
 TASK = "/api/downloads/{task_id}"
 
 
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/metrics", metrics.metrics)
+    app.router.add_get("/api/openapi.json", openapi.openapi_document)
 
     app.router.add_post("/api/downloads", tasks.create_download)
     app.router.add_get("/api/downloads", tasks.list_downloads)
