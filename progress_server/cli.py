@@ -35,6 +35,17 @@ def data_dir_option(func: Any) -> Any:
     )(func)
 
 
+def _networks(values: tuple[str, ...]) -> tuple[str, ...]:
+    import ipaddress
+
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError as exc:
+            raise click.BadParameter(f"{value!r} is not an address or CIDR network") from exc
+    return tuple(values)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="progress-server")
 def main() -> None:
@@ -121,6 +132,65 @@ def main() -> None:
     envvar=_env("max-size"),
     show_envvar=True,
     help="Largest file accepted, in bytes (default: no limit).",
+)
+@click.option(
+    "--read-timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    envvar=_env("read-timeout"),
+    show_envvar=True,
+    help="Seconds to wait for the origin's response headers or any single read.",
+)
+@click.option(
+    "--min-speed",
+    "min_speed_bps",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    envvar=_env("min-speed"),
+    show_envvar=True,
+    help="Bytes per second; an attempt slower than this for --stall-timeout seconds is "
+    "aborted as a timeout and retried (0: off).",
+)
+@click.option(
+    "--speed-limit",
+    "speed_limit_mbps",
+    default=None,
+    type=click.FloatRange(0, min_open=True),
+    envvar=_env("speed-limit"),
+    show_envvar=True,
+    help="Total download speed of the server in MB/s (10^6 bytes), shared by all tasks "
+    "(default: no limit). A task can also set its own max_speed_mbps.",
+)
+@click.option(
+    "--min-free-space",
+    "min_free_bytes",
+    default=64 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(0),
+    envvar=_env("min-free-space"),
+    show_envvar=True,
+    help="Bytes that must stay free on the downloads disk; a download that would eat into "
+    "them fails as disk_error, keeping its partial file.",
+)
+@click.option(
+    "--deny-private-networks",
+    is_flag=True,
+    envvar=_env("deny-private-networks"),
+    show_envvar=True,
+    help="Refuse URLs that lead (after DNS and on every redirect) to loopback, private, "
+    "link-local or cloud metadata addresses. Turn on when untrusted users submit URLs.",
+)
+@click.option(
+    "--allow-network",
+    "allow_networks",
+    multiple=True,
+    callback=lambda _ctx, _param, value: _networks(value),
+    envvar=_env("allow-network"),
+    show_envvar=True,
+    help="With --deny-private-networks, still allow this address or CIDR network "
+    "(repeatable; the env var takes several separated by spaces).",
 )
 @click.option(
     "--max-processing",

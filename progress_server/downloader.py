@@ -3,7 +3,8 @@
 The `.part` file on disk is the truth for how far a transfer got: every attempt, after a
 dropped connection or a crash, resumes from its size with `Range` + `If-Range` against the
 validator the first response sent, and starts over from zero when the origin cannot or
-will not continue the same file.
+will not continue the same file. Redirects are followed here, one hop at a time, so the
+network policy sees every URL before it is fetched.
 """
 
 from __future__ import annotations
@@ -11,27 +12,34 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import math
 import random
 import shutil
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Protocol
 
 import aiohttp
+from yarl import URL
 
-from progress_server import filenames
 from progress_server.models import ErrorType, Task
+from progress_server.netpolicy import NetworkPolicy, PolicyViolation, policy_for
 from progress_server.partfile import PartFile
 from progress_server.settings import Settings
+from progress_server.throttle import Throttle, TokenBucket, mbps_to_bps
+from progress_server.watchdog import Stalled, StallWatchdog
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 10
-# Free space is checked again after every this many bytes written.
-_DISK_CHECK_BYTES = 64 * 1024 * 1024
+# Free space is checked again after every this many bytes written (a statvfs call).
+DISK_CHECK_BYTES = 4 * 1024 * 1024
 _RETRY_AFTER_CAP = 600.0
 
 
@@ -51,6 +59,10 @@ class DownloadError(Exception):
         self.retryable = retryable
         self.retry_after = retry_after
         self.status = status
+
+
+class _RestartFromZero(Exception):
+    """The origin will not continue the bytes on disk; fetch the whole file again."""
 
 
 @dataclass(frozen=True)
@@ -77,20 +89,37 @@ class TransferObserver(Protocol):
 
 
 class Downloader:
-    def __init__(self, settings: Settings, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        session: aiohttp.ClientSession,
+        policy: NetworkPolicy | None = None,
+    ) -> None:
         self.settings = settings
         self.session = session
+        self.policy = policy or policy_for(settings)
+        limit = settings.speed_limit_mbps
+        # One bucket shared by every transfer: the server's total bandwidth.
+        self.global_bucket = TokenBucket(mbps_to_bps(limit)) if limit else None
 
     def part_path(self, filename: str) -> Path:
-        return self.settings.downloads_dir / filenames.part_name(filename)
+        return self.settings.downloads_dir / (filename + ".part")
+
+    def throttle_for(self, task: Task) -> Throttle:
+        buckets = [self.global_bucket] if self.global_bucket else []
+        own = task.options.get("max_speed_mbps")
+        if isinstance(own, int | float) and not isinstance(own, bool) and own > 0:
+            buckets.append(TokenBucket(mbps_to_bps(own)))
+        return Throttle(buckets)
 
     async def download(self, task: Task, observer: TransferObserver) -> TransferOutcome:
         """Run attempts until one succeeds or retries are spent; raises DownloadError."""
+        throttle = self.throttle_for(task)
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await self._attempt(task, observer)
+                return await self._attempt(task, observer, throttle)
             except DownloadError as error:
                 retries_left = attempt <= self.settings.max_retries
                 if not (error.retryable and retries_left):
@@ -109,44 +138,52 @@ class Downloader:
         # "Equal jitter": never less than half the step, so retries still back off.
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
-    async def _attempt(self, task: Task, observer: TransferObserver) -> TransferOutcome:
+    async def _attempt(
+        self, task: Task, observer: TransferObserver, throttle: Throttle
+    ) -> TransferOutcome:
         offset = 0
         if task.filename is not None:
             part = self.part_path(task.filename)
             offset = part.stat().st_size if part.exists() else 0
-        headers = {"Accept-Encoding": "identity"}
-        validator = task.etag or task.last_modified
-        if offset > 0 and validator:
-            headers["Range"] = f"bytes={offset}-"
-            headers["If-Range"] = validator
-        elif offset > 0:
+        if offset > 0 and not (task.etag or task.last_modified):
             await observer.restarted_from_zero("origin gave no validator to resume against")
             offset = 0
         try:
-            async with self.session.get(
-                task.url,
-                headers=headers,
-                max_redirects=MAX_REDIRECTS,
-                auto_decompress=False,
-            ) as response:
-                return await self._receive(task, observer, response, offset)
+            try:
+                return await self._fetch(task, observer, throttle, offset)
+            except _RestartFromZero as restart:
+                await observer.restarted_from_zero(str(restart))
+                # Without a Range header the origin cannot answer with the wrong range.
+                return await self._fetch(task, observer, throttle, 0)
         except DownloadError:
             raise
-        except aiohttp.TooManyRedirects as exc:
-            raise DownloadError(
-                ErrorType.HTTP_ERROR, f"more than {MAX_REDIRECTS} redirects"
-            ) from exc
+        except Stalled as exc:
+            raise DownloadError(ErrorType.TIMEOUT, str(exc), retryable=True) from exc
+        except PolicyViolation as exc:
+            raise DownloadError(ErrorType.INVALID_URL, str(exc)) from exc
         except aiohttp.InvalidURL as exc:
             raise DownloadError(ErrorType.INVALID_URL, f"invalid URL: {exc}") from exc
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise DownloadError(
+                ErrorType.TIMEOUT,
+                f"could not connect within {self.settings.connect_timeout:g} s",
+                retryable=True,
+            ) from exc
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise DownloadError(
-                ErrorType.TIMEOUT, "the origin sent nothing for too long", retryable=True
+                ErrorType.TIMEOUT,
+                f"the origin sent nothing for {self.settings.read_timeout:g} s",
+                retryable=True,
             ) from exc
         except aiohttp.ClientPayloadError as exc:
             raise DownloadError(
                 ErrorType.NETWORK_ERROR,
                 "connection closed before the whole body arrived",
                 retryable=True,
+            ) from exc
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise DownloadError(
+                ErrorType.NETWORK_ERROR, "the origin's TLS certificate is not valid"
             ) from exc
         except (aiohttp.ClientError, ConnectionError) as exc:
             raise DownloadError(ErrorType.NETWORK_ERROR, _describe(exc), retryable=True) from exc
@@ -155,14 +192,64 @@ class Downloader:
                 raise DownloadError(ErrorType.DISK_ERROR, "disk full") from exc
             raise DownloadError(ErrorType.DISK_ERROR, f"cannot write: {exc.strerror}") from exc
 
+    async def _fetch(
+        self, task: Task, observer: TransferObserver, throttle: Throttle, offset: int
+    ) -> TransferOutcome:
+        headers = {"Accept-Encoding": "identity"}
+        if offset > 0:
+            headers["Range"] = f"bytes={offset}-"
+            headers["If-Range"] = task.etag or task.last_modified or ""
+        async with self._open(task.url, headers) as response:
+            return await self._receive(task, observer, throttle, response, offset)
+
+    @asynccontextmanager
+    async def _open(
+        self, url: str, headers: dict[str, str]
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """GET `url`, following at most MAX_REDIRECTS redirects, each hop checked first."""
+        current = URL(url)
+        for _ in range(MAX_REDIRECTS + 1):
+            self.policy.check_url(current)
+            response = await self.session.get(
+                current, headers=headers, allow_redirects=False, auto_decompress=False
+            )
+            location = response.headers.get("Location")
+            if response.status in REDIRECT_STATUS and location:
+                response.release()
+                try:
+                    current = current.join(URL(location))
+                except ValueError as exc:
+                    raise DownloadError(
+                        ErrorType.INVALID_URL, "the origin redirected to an invalid URL"
+                    ) from exc
+                continue
+            try:
+                yield response
+            except BaseException:
+                # Never hand a half-read connection back to the pool.
+                response.close()
+                raise
+            response.release()
+            return
+        raise DownloadError(
+            ErrorType.HTTP_ERROR, f"more than {MAX_REDIRECTS} redirects (a redirect loop?)"
+        )
+
     async def _receive(
         self,
         task: Task,
         observer: TransferObserver,
+        throttle: Throttle,
         response: aiohttp.ClientResponse,
         offset: int,
     ) -> TransferOutcome:
         status = response.status
+        if status == 416 and offset > 0:
+            _, _, whole = _content_range(response.headers.get("Content-Range"))
+            if whole == offset:
+                # The part file already holds every byte (a crash just before the rename).
+                return await self._complete_on_disk(task, observer, offset)
+            raise _RestartFromZero(f"origin cannot continue at byte {offset}")
         if status >= 400:
             raise DownloadError(
                 ErrorType.HTTP_ERROR,
@@ -172,66 +259,109 @@ class Downloader:
                 status=status,
             )
         if status not in (200, 206):
-            raise DownloadError(ErrorType.HTTP_ERROR, f"unexpected status {status} from origin")
+            raise DownloadError(
+                ErrorType.HTTP_ERROR, f"unexpected status {status} from origin", status=status
+            )
         length = _int_or_none(response.headers.get("Content-Length"))
         etag = _strong_etag(response.headers.get("ETag"))
         last_modified = response.headers.get("Last-Modified")
 
-        if offset > 0 and status == 206:
-            start, range_total = _content_range(response.headers.get("Content-Range"))
-            total = range_total if range_total is not None else _plus(offset, length)
-            if start != offset:
-                await observer.restarted_from_zero(
-                    f"origin resumed at byte {start}, expected {offset}"
-                )
-                raise DownloadError(
-                    ErrorType.NETWORK_ERROR, "origin resumed at the wrong offset", retryable=True
-                )
-        elif offset > 0:
-            changed = (etag or last_modified) != (task.etag or task.last_modified)
-            await observer.restarted_from_zero(
-                "the file changed on the origin" if changed else "origin does not support ranges"
-            )
-            offset = 0
-            total = length
+        if status == 206:
+            total = self._check_range(task, response, offset)
         else:
+            if offset > 0:
+                same = (etag or last_modified) == (task.etag or task.last_modified)
+                await observer.restarted_from_zero(
+                    "origin does not support ranges" if same else "the file changed on the origin"
+                )
+                offset = 0
             total = length
-        if status == 200 or (task.etag is None and task.last_modified is None):
             # The first full response names the version every later resume must match.
             task.etag, task.last_modified = etag, None if etag else last_modified
 
         max_size = self.settings.max_size
         if max_size is not None and total is not None and total > max_size:
             raise DownloadError(
-                ErrorType.SIZE_LIMIT, f"file is {total} bytes, the limit is {max_size}"
+                ErrorType.SIZE_LIMIT, f"the file is {total} bytes, the limit is {max_size}"
             )
         if task.filename is None:
             task.filename = await observer.choose_filename(
                 response.headers.get("Content-Disposition")
             )
-        part = PartFile(self.part_path(task.filename))
         self._check_disk(total, offset)
         await observer.response_started(offset, total, task.etag, task.last_modified)
+        part = PartFile(self.part_path(task.filename))
         try:
             await part.open(offset)
-            since_disk_check = 0
-            async for chunk in response.content.iter_any():
-                await part.write(chunk)
-                since_disk_check += len(chunk)
-                if max_size is not None and part.size > max_size:
-                    raise DownloadError(
-                        ErrorType.SIZE_LIMIT, f"more than the {max_size}-byte limit arrived"
-                    )
-                if since_disk_check >= _DISK_CHECK_BYTES:
-                    since_disk_check = 0
-                    self._check_disk(total, part.size)
-                await observer.received(len(chunk))
+            watchdog = StallWatchdog(
+                self.settings.stall_timeout,
+                self.settings.min_speed_bps,
+                received=lambda: part.size,
+                throttled_seconds=lambda: throttle.waited_seconds,
+            )
+            async with watchdog:
+                await self._stream(response, part, observer, throttle, total)
             if total is not None and part.size != total:
                 raise DownloadError(
                     ErrorType.NETWORK_ERROR,
                     f"connection closed after {part.size} of {total} bytes",
                     retryable=True,
                 )
+            digest = await part.finish()
+        finally:
+            await part.close()
+        return TransferOutcome(part.path, part.size, digest)
+
+    def _check_range(self, task: Task, response: aiohttp.ClientResponse, offset: int) -> int | None:
+        """The total size from a 206's Content-Range, if it continues exactly at `offset`."""
+        start, end, total = _content_range(response.headers.get("Content-Range"))
+        known = task.total_bytes
+        if start == offset and (total is None or end is None or end == total - 1):
+            if known is None or total is None or total == known or offset == 0:
+                return total
+        shown = response.headers.get("Content-Range") or "no Content-Range"
+        if offset == 0:
+            raise DownloadError(
+                ErrorType.HTTP_ERROR, f"origin sent a partial response ({shown}) to a full request"
+            )
+        raise _RestartFromZero(f"origin answered {shown} to a request for bytes {offset}-")
+
+    async def _stream(
+        self,
+        response: aiohttp.ClientResponse,
+        part: PartFile,
+        observer: TransferObserver,
+        throttle: Throttle,
+        total: int | None,
+    ) -> None:
+        content = response.content
+        chunks = (
+            content.iter_chunked(throttle.slice_bytes) if throttle.limited else (content.iter_any())
+        )
+        max_size = self.settings.max_size
+        next_disk_check = part.size + DISK_CHECK_BYTES
+        async for chunk in chunks:
+            await part.write(chunk)
+            size = part.size
+            if max_size is not None and size > max_size:
+                raise DownloadError(
+                    ErrorType.SIZE_LIMIT, f"more than the {max_size}-byte limit arrived"
+                )
+            if size >= next_disk_check:
+                next_disk_check = size + DISK_CHECK_BYTES
+                self._check_disk(total, size)
+            await observer.received(len(chunk))
+            if throttle.limited:
+                await throttle.take(len(chunk))
+
+    async def _complete_on_disk(
+        self, task: Task, observer: TransferObserver, size: int
+    ) -> TransferOutcome:
+        assert task.filename is not None
+        await observer.response_started(size, size, task.etag, task.last_modified)
+        part = PartFile(self.part_path(task.filename))
+        try:
+            await part.open(size)
             digest = await part.finish()
         finally:
             await part.close()
@@ -258,10 +388,6 @@ def _describe(exc: BaseException) -> str:
     return text[:300]
 
 
-def _plus(offset: int, length: int | None) -> int | None:
-    return None if length is None else offset + length
-
-
 def _int_or_none(value: str | None) -> int | None:
     try:
         return int(value) if value is not None else None
@@ -276,27 +402,33 @@ def _strong_etag(value: str | None) -> str | None:
     return None
 
 
-def _content_range(value: str | None) -> tuple[int | None, int | None]:
-    # "bytes 100-199/1000" or "bytes 100-199/*"
+def _content_range(value: str | None) -> tuple[int | None, int | None, int | None]:
+    """(first, last, total) of "bytes 100-199/1000", "bytes 100-199/*" or "bytes */1000"."""
     if not value or not value.startswith("bytes "):
-        return None, None
+        return None, None, None
+    span, _, whole = value[6:].strip().partition("/")
     try:
-        span, _, total = value[6:].partition("/")
-        start = int(span.split("-", 1)[0])
-        return start, (None if total == "*" else int(total))
+        total = None if whole == "*" else int(whole)
+        if span == "*":
+            return None, None, total
+        first, _, last = span.partition("-")
+        return int(first), int(last), total
     except ValueError:
-        return None, None
+        return None, None, None
 
 
 def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date."""
     if not value:
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
     try:
         moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         return None
     return max(moment.timestamp() - time.time(), 0.0)

@@ -1,17 +1,25 @@
 """The `.part` file a transfer writes to, off the event loop.
 
-Writes, hashing and fsync run in a worker thread, a megabyte at a time, so a fast origin
-never stalls other tasks or sockets on disk I/O. hashlib releases the GIL for large
-buffers, so hashing there runs truly beside the loop.
+Bytes are gathered into blocks of about a megabyte; each block is written by one worker
+thread while another hashes it, so a fast origin never stalls other tasks or sockets on
+disk I/O or sha256, and the two costs overlap instead of adding up (both release the
+GIL). One block is in flight at a time, which keeps bytes and hash in order while the
+loop reads the next block from the socket.
+
+Whatever is on disk is always a prefix of the download (blocks are appended in order and
+a failed write leaves only its first part), so any `.part` can be resumed from its size.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 from pathlib import Path
-from typing import IO
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 FLUSH_BYTES = 1024 * 1024
 _READ_CHUNK = 4 * 1024 * 1024
@@ -20,12 +28,12 @@ _READ_CHUNK = 4 * 1024 * 1024
 class PartFile:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file: IO[bytes] | None = None
+        self._fd: int | None = None
         self._hash = hashlib.sha256()
         self._buffer: list[bytes] = []
         self._buffered = 0
         self.size = 0
-        self._pending: asyncio.Future[None] | None = None
+        self._pending: asyncio.Future[Any] | None = None
 
     async def open(self, offset: int) -> None:
         """Open for appending at `offset` bytes, hashing what is kept; 0 starts afresh."""
@@ -33,25 +41,27 @@ class PartFile:
 
     def _open_sync(self, offset: int) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        mode = "r+b" if offset > 0 and self.path.exists() else "w+b"
-        f = open(self.path, mode)
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        if offset <= 0:
+            flags |= os.O_TRUNC
+        fd = os.open(self.path, flags, 0o644)
         try:
             if offset > 0:
-                f.truncate(offset)
-                f.seek(0)
-                remaining = offset
-                while remaining > 0:
-                    block = f.read(min(_READ_CHUNK, remaining))
+                offset = min(offset, os.fstat(fd).st_size)
+                os.ftruncate(fd, offset)
+                kept = 0
+                while kept < offset:
+                    block = os.pread(fd, min(_READ_CHUNK, offset - kept), kept)
                     if not block:
                         break
                     self._hash.update(block)
-                    remaining -= len(block)
-                offset -= remaining
-            f.seek(offset)
+                    kept += len(block)
+                offset = kept
+            os.lseek(fd, offset, os.SEEK_SET)
         except BaseException:
-            f.close()
+            os.close(fd)
             raise
-        self._file = f
+        self._fd = fd
         return offset
 
     async def write(self, chunk: bytes) -> None:
@@ -62,26 +72,34 @@ class PartFile:
             await self._flush_buffer()
 
     async def _flush_buffer(self) -> None:
-        # One write in flight at a time keeps bytes in order; the next megabyte is read
-        # from the socket while this one is written.
         await self.drain()
         if not self._buffer:
             return
-        data = b"".join(self._buffer)
+        data = self._take_buffer()
+        loop = asyncio.get_running_loop()
+        self._pending = asyncio.gather(
+            loop.run_in_executor(None, self._write_sync, data),
+            loop.run_in_executor(None, self._hash.update, data),
+        )
+
+    def _take_buffer(self) -> bytes:
+        data = self._buffer[0] if len(self._buffer) == 1 else b"".join(self._buffer)
         self._buffer.clear()
         self._buffered = 0
-        loop = asyncio.get_running_loop()
-        self._pending = loop.run_in_executor(None, self._write_sync, data)
+        return data
 
     def _write_sync(self, data: bytes) -> None:
-        assert self._file is not None
-        self._file.write(data)
-        self._hash.update(data)
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
 
     async def drain(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            await pending
+        if self._pending is not None:
+            # Shielded: a cancel must leave the job known, so close() can wait for it.
+            await asyncio.shield(self._pending)
+            self._pending = None
 
     async def finish(self) -> str:
         """Flush, fsync and return the sha256 of the whole file."""
@@ -91,32 +109,47 @@ class PartFile:
         return self._hash.hexdigest()
 
     def _fsync(self) -> None:
-        assert self._file is not None
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        assert self._fd is not None
+        os.fsync(self._fd)
 
     async def close(self) -> None:
-        """Write what is buffered and close; safe after cancellation and errors."""
+        """Keep what arrived and close; safe after cancellation and errors.
+
+        Never raises for a failed write: this runs while another error (a dropped
+        connection, a full disk, a pause) is already on its way up, and the bytes that
+        did reach the disk are a valid prefix to resume from.
+        """
         try:
             pending, self._pending = self._pending, None
             if pending is not None:
-                # The thread may still be writing: wait for it even while being cancelled.
-                await asyncio.wait([pending])
-            if self._buffer and self._file is not None:
-                data = b"".join(self._buffer)
-                self._buffer.clear()
-                await asyncio.to_thread(self._write_sync, data)
+                await _settle(pending)
+                if pending.cancelled() or pending.exception() is not None:
+                    self._buffer.clear()
+            if self._buffer and self._fd is not None:
+                loop = asyncio.get_running_loop()
+                job = loop.run_in_executor(None, self._write_sync, self._take_buffer())
+                await _settle(job)
+                if job.exception() is not None:
+                    log.warning(
+                        "could not keep the last bytes of %s: %s", self.path.name, job.exception()
+                    )
         finally:
-            if self._file is not None:
-                f, self._file = self._file, None
-                await asyncio.to_thread(_flush_close, f)
+            if self._fd is not None:
+                fd, self._fd = self._fd, None
+                os.close(fd)
 
 
-def _flush_close(f: IO[bytes]) -> None:
-    try:
-        f.flush()
-    finally:
-        f.close()
+async def _settle(future: asyncio.Future[Any]) -> None:
+    """Wait for a thread job to end, even through a cancel (re-raised afterwards): the
+    file must not be closed under a thread still writing to it."""
+    cancelled = False
+    while not future.done():
+        try:
+            await asyncio.wait([future])
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def sha256_of(path: Path) -> str:

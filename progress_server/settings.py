@@ -32,6 +32,8 @@ class Settings:
     min_free_bytes: int = 64 * 1024 * 1024
     speed_limit_mbps: float | None = None
     deny_private_networks: bool = False
+    # With deny_private_networks: networks still allowed (e.g. a NAS), as CIDR strings.
+    allow_networks: tuple[str, ...] = ()
     max_processing: int = 1
     on_complete: tuple[str, ...] = ()
     hook_timeout: float = 60.0
