@@ -14,6 +14,7 @@ from progress_server.appkeys import (
     LOGIN_LIMITER,
     METRICS,
     SCHEDULER,
+    SESSIONS,
     SETTINGS,
     STORE,
 )
@@ -28,7 +29,9 @@ from progress_server.snapshots import SnapshotCache
 from progress_server.store import Store
 from progress_server.web.auth import auth_middleware
 from progress_server.web.errors import error_middleware
+from progress_server.web.page import setup_templates
 from progress_server.web.routes import setup_routes
+from progress_server.web.sessions import SessionStore
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -39,6 +42,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[LOGIN_LIMITER] = FailedLoginLimiter()
     app.cleanup_ctx.append(resources)
+    setup_templates(app)
     setup_routes(app)
     return app
 
@@ -71,6 +75,8 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     await bus.start()
     keyring = KeyRing(store)
     await keyring.start()
+    sessions = SessionStore(store)
+    await sessions.load()
     session = client_session(settings)
     scheduler = Scheduler(
         settings, store, bus, Downloader(settings, session), build_pipeline(settings)
@@ -78,6 +84,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     app[STORE] = store
     app[BUS] = bus
     app[KEYRING] = keyring
+    app[SESSIONS] = sessions
     app[CLIENT_SESSION] = session
     app[SCHEDULER] = scheduler
     metrics = Metrics(scheduler, bus, store)

@@ -11,6 +11,7 @@ from progress_server.metrics import Metrics
 from progress_server.scheduler import Scheduler
 from progress_server.settings import Settings
 from progress_server.store import Store
+from progress_server.web.sessions import SessionStore
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -20,3 +21,4 @@ KEYRING = web.AppKey("keyring", KeyRing)
 LOGIN_LIMITER = web.AppKey("login_limiter", FailedLoginLimiter)
 CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
 METRICS = web.AppKey("metrics", Metrics)
+SESSIONS = web.AppKey("sessions", SessionStore)

@@ -99,6 +99,13 @@ class KeyRing:
             return None
         return Principal(row.key_id, row.name, row.is_admin)
 
+    def principal_by_id(self, key_id: int) -> Principal | None:
+        """The principal of a live key by id (page sessions); None once it is revoked."""
+        for row in self._by_hash.values():
+            if row.key_id == key_id:
+                return Principal(row.key_id, row.name, row.is_admin)
+        return None
+
     def forget(self, key_hash: str) -> None:
         self._by_hash.pop(key_hash, None)
 

@@ -1,16 +1,24 @@
-"""Authentication middleware: Bearer keys on every `/api/...` route."""
+"""Authentication middleware: Bearer keys on every `/api/...` route, or the page's session.
+
+A session cookie authenticates API calls made by the status page's own JavaScript. Because a
+browser attaches cookies by itself, cookie-authenticated requests get two extra checks: a
+state-changing call must carry the session's CSRF token in `X-CSRF-Token`, and a WebSocket
+upgrade must come from a page of this very host (`Origin` matches `Host`).
+"""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from progress_server.appkeys import KEYRING, LOGIN_LIMITER
+from progress_server.appkeys import KEYRING, LOGIN_LIMITER, SESSIONS
 from progress_server.auth import Principal, bearer_token
 from progress_server.web.errors import ApiError, Handler
+from progress_server.web.sessions import CSRF_HEADER, same_origin
 
 PRINCIPAL = "principal"
 # The WebSocket may also authenticate with its first frame, so it passes unauthenticated.
 _FRAME_AUTH_PATHS = frozenset({"/api/progress/ws"})
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def principal(request: web.Request) -> Principal:
@@ -25,10 +33,14 @@ def client_address(request: web.Request) -> str:
 
 
 async def authenticate_request(request: web.Request) -> Principal | None:
-    """The key's principal, None when no key was sent; raises on a wrong key."""
+    """The key's (or the page session's) principal, None when neither was sent.
+
+    Raises on a wrong key, and on a session cookie used without its CSRF token or, for a
+    WebSocket upgrade, from a foreign Origin.
+    """
     token = bearer_token(request.headers.get("Authorization"))
     if token is None:
-        return None
+        return session_principal(request)
     limiter = request.app[LOGIN_LIMITER]
     address = client_address(request)
     wait = limiter.retry_after(address)
@@ -42,6 +54,22 @@ async def authenticate_request(request: web.Request) -> Principal | None:
     if found is None:
         limiter.record_failure(address)
         raise ApiError(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+    return found
+
+
+def session_principal(request: web.Request) -> Principal | None:
+    session = request.app[SESSIONS].from_request(request)
+    if session is None:
+        return None
+    found = request.app[KEYRING].principal_by_id(session.key_id)
+    if found is None:
+        return None
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        if not same_origin(request):
+            raise ApiError(403, "a WebSocket authenticated by cookie must come from this site")
+    elif request.method not in _SAFE_METHODS:
+        if not session.csrf_matches(request.headers.get(CSRF_HEADER)):
+            raise ApiError(403, f"a cookie-authenticated {request.method} needs {CSRF_HEADER}")
     return found
 
 

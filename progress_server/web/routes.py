@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from progress_server.web import health, metrics, openapi, progress, tasks
+from progress_server.resources import static_dir
+from progress_server.web import health, metrics, openapi, page, progress, tasks
 
 TASK = "/api/downloads/{task_id}"
 
@@ -12,6 +13,15 @@ TASK = "/api/downloads/{task_id}"
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/metrics", metrics.metrics)
+
+    app.router.add_get("/", page.index)
+    app.router.add_post("/login", page.login)
+    app.router.add_post("/logout", page.logout)
+    app.router.add_post("/tasks", page.add_download)
+    app.router.add_post(
+        "/tasks/{task_id}/{action:pause|resume|cancel|retry|delete}", page.task_action
+    )
+    app.router.add_static("/static/", static_dir(), name="static", append_version=True)
     app.router.add_get("/api/openapi.json", openapi.openapi_document)
 
     app.router.add_post("/api/downloads", tasks.create_download)

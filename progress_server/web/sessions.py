@@ -1,0 +1,120 @@
+"""Status-page sessions: a login with an API key becomes an HttpOnly, SameSite=Strict cookie.
+
+The cookie holds a random token; the server keeps only its SHA-256, in SQLite (so a restart
+does not log anyone out) and in memory (so a request costs no query). Each session has its
+own CSRF token, which every form post and every cookie-authenticated state-changing API call
+must carry. The session names a key, not a principal: revoking the key ends its sessions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from progress_server.store import SessionRow, Store
+
+COOKIE = "progress_session"
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "X-CSRF-Token"
+LIFETIME = 14 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class Session:
+    token_hash: str
+    key_id: int
+    csrf_token: str
+    expires_at: float
+
+    def csrf_matches(self, submitted: str | None) -> bool:
+        return bool(submitted) and hmac.compare_digest(
+            self.csrf_token.encode(), str(submitted).encode()
+        )
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class SessionStore:
+    def __init__(self, store: Store, lifetime: float = LIFETIME) -> None:
+        self._store = store
+        self._lifetime = lifetime
+        self._by_hash: dict[str, Session] = {}
+
+    async def load(self) -> None:
+        rows = await self._store.live_sessions(time.time())
+        self._by_hash = {
+            row.token_hash: Session(row.token_hash, row.key_id, row.csrf_token, row.expires_at)
+            for row in rows
+        }
+
+    async def create(self, key_id: int) -> tuple[str, Session]:
+        """A new session for this key: (cookie token, session)."""
+        token = secrets.token_urlsafe(32)
+        now = time.time()
+        session = Session(_hash(token), key_id, secrets.token_urlsafe(32), now + self._lifetime)
+        await self._store.insert_session(
+            SessionRow(session.token_hash, key_id, session.csrf_token, now, session.expires_at)
+        )
+        self._by_hash[session.token_hash] = session
+        return token, session
+
+    def get(self, token: str | None) -> Session | None:
+        if not token or len(token) > 200:
+            return None
+        session = self._by_hash.get(_hash(token))
+        if session is None or session.expires_at <= time.time():
+            return None
+        return session
+
+    def from_request(self, request: web.Request) -> Session | None:
+        return self.get(request.cookies.get(COOKIE))
+
+    async def end(self, session: Session) -> None:
+        self._by_hash.pop(session.token_hash, None)
+        await self._store.delete_session(session.token_hash)
+
+
+def set_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=int(LIFETIME),
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=is_https(request),
+    )
+
+
+def clear_cookie(response: web.StreamResponse) -> None:
+    response.del_cookie(COOKIE, path="/", samesite="Strict")
+
+
+def is_https(request: web.Request) -> bool:
+    # Behind a TLS-terminating proxy the request arrives as plain HTTP; the proxy's header
+    # only decides whether the cookie gets the Secure flag, so trusting it risks nothing.
+    return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+
+
+def same_origin(request: web.Request) -> bool:
+    """True when the request's Origin names the host it was sent to.
+
+    Browsers send `Origin` on every WebSocket upgrade and cross-site POST; a page on another
+    site cannot forge it. A reverse proxy must pass the original `Host` through.
+    """
+    origin = request.headers.get("Origin")
+    if not origin or origin == "null":
+        return False
+    try:
+        netloc = urlsplit(origin).netloc
+    except ValueError:
+        return False
+    return bool(netloc) and netloc.lower() == request.host.lower()
