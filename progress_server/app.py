@@ -17,10 +17,12 @@ from progress_server.appkeys import (
     SESSIONS,
     SETTINGS,
     STORE,
+    WS_HUB,
 )
 from progress_server.auth import FailedLoginLimiter, KeyRing
 from progress_server.downloader import Downloader
 from progress_server.events import EventBus
+from progress_server.fanout import Hub
 from progress_server.metrics import Metrics
 from progress_server.processing.build import build_pipeline
 from progress_server.scheduler import Scheduler
@@ -32,6 +34,7 @@ from progress_server.web.errors import error_middleware
 from progress_server.web.page import setup_templates
 from progress_server.web.routes import setup_routes
 from progress_server.web.sessions import SessionStore
+from progress_server.web.ws import close_sockets
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -42,6 +45,9 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[LOGIN_LIMITER] = FailedLoginLimiter()
     app.cleanup_ctx.append(resources)
+    # aiohttp runs on_shutdown before it waits for handlers and before cleanup_ctx teardown:
+    # open WebSockets are closed with 1001 there, so their handlers return at once.
+    app.on_shutdown.append(close_sockets)
     setup_templates(app)
     setup_routes(app)
     return app
@@ -73,6 +79,8 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     await store.open()
     bus = EventBus(store, SnapshotCache())
     await bus.start()
+    hub = Hub(bus, settings.ws_queue_limit)
+    app[WS_HUB] = hub
     keyring = KeyRing(store)
     await keyring.start()
     sessions = SessionStore(store)
@@ -94,6 +102,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await hub.stop()
         await scheduler.stop()
         metrics.stop()
         await keyring.stop()

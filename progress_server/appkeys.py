@@ -7,6 +7,7 @@ from aiohttp import web
 
 from progress_server.auth import FailedLoginLimiter, KeyRing
 from progress_server.events import EventBus
+from progress_server.fanout import Hub
 from progress_server.metrics import Metrics
 from progress_server.scheduler import Scheduler
 from progress_server.settings import Settings
@@ -20,5 +21,6 @@ SCHEDULER = web.AppKey("scheduler", Scheduler)
 KEYRING = web.AppKey("keyring", KeyRing)
 LOGIN_LIMITER = web.AppKey("login_limiter", FailedLoginLimiter)
 CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
+WS_HUB = web.AppKey("ws_hub", Hub)
 METRICS = web.AppKey("metrics", Metrics)
 SESSIONS = web.AppKey("sessions", SessionStore)

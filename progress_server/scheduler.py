@@ -165,6 +165,15 @@ class RunningTask:
         wire = progress.to_wire()
         if not force and wire == self._last_progress:
             return
+        if force:
+            # Forced frames (the first of an attempt, the final 100 %) keep the
+            # --progress-interval spacing too: wait out the rest of it, then count as sent.
+            delay = self.tracker.until_due()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                progress = self.tracker.snapshot()
+                wire = progress.to_wire()
+            self.tracker.mark_emitted()
         self._last_progress = wire
         await self.scheduler.bus.publish(
             EventName.PROGRESS,

@@ -42,6 +42,9 @@ class Settings:
     metrics_loopback: bool = False
     log_format: str = "text"
     max_body_bytes: int = 64 * 1024
+    # Frames one WebSocket may have waiting before it is closed with 1013 (progress frames
+    # are coalesced per task, so mostly lifecycle events count); tests lower it.
+    ws_queue_limit: int = 1000
     # Backoff base for automatic retries; tests shorten it.
     retry_base_delay: float = 1.0
     retry_max_delay: float = 60.0

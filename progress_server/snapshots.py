@@ -38,6 +38,9 @@ class SnapshotCache:
     def get(self, task_id: str) -> TaskSnapshot | None:
         return self._tasks.get(task_id)
 
+    def values(self) -> list[TaskSnapshot]:
+        return list(self._tasks.values())
+
     def load(self, task: Task) -> None:
         progress = Progress(task.downloaded_bytes, task.total_bytes)
         self.update(task.task_id, task.owner_key_id, task.state, progress, task.updated_at)

@@ -77,5 +77,12 @@ class ProgressTracker:
         self._last_emit = now
         return True
 
+    def until_due(self) -> float:
+        """Seconds until a progress event may be sent (0: now)."""
+        return max(0.0, self._last_emit + self.interval - self._clock())
+
+    def mark_emitted(self) -> None:
+        self._last_emit = self._clock()
+
     def seconds_since_last_byte(self) -> float:
         return self._clock() - self.last_byte_at

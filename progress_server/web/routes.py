@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from progress_server.resources import static_dir
-from progress_server.web import health, metrics, openapi, page, progress, tasks
+from progress_server.web import health, metrics, openapi, page, progress, tasks, ws
 
 TASK = "/api/downloads/{task_id}"
 
@@ -36,5 +36,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get(TASK + "/events", tasks.task_events)
 
     app.router.add_get("/api/progress", progress.get_progress_batch)
+    # Before `{task_id}`, which would otherwise match "ws".
+    app.router.add_get("/api/progress/ws", ws.progress_ws)
     app.router.add_get("/api/progress/{task_id}", progress.get_progress)
     app.router.add_get("/api/events", progress.all_events)

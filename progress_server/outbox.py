@@ -1,0 +1,86 @@
+"""One WebSocket's bounded, ordered queue of outgoing frames.
+
+The publisher puts frames in without ever waiting; the socket's sender task takes them
+out. Memory is bounded by `limit` frames whatever the client does:
+
+- A progress frame replaces the task's progress frame still waiting in the queue (the
+  newest progress per task is all a late reader needs), and moves to the end, so frames
+  always leave in `seq` order: a client may resume from the last `seq` it saw.
+- A lifecycle frame (or any other) is never replaced or dropped. It also seals the task's
+  waiting progress frame, so a progress frame queued before `download.completed` (the
+  100 % one) still goes out before it.
+- When a frame that needs a new slot does not fit, `put` answers False: the caller closes
+  the socket (1013) and the client comes back with `after_seq`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """An outgoing text frame (UTF-8 JSON), encoded once and shared by every socket that sends it.
+
+    `is_event` frames are `download.*` events (batched in batch mode); `progress` frames
+    may be coalesced per `task_id`; `action` frames are not sent but run, in order, by the
+    sender when it reaches them (a replay, a switch of mode).
+    """
+
+    data: bytes = b""
+    seq: int = 0
+    task_id: str | None = None
+    progress: bool = False
+    is_event: bool = False
+    action: Callable[[], object] | None = None
+
+
+class Outbox:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        # A dict keeps insertion order; deleting a key and inserting a new one moves a
+        # frame to the end in O(1).
+        self._frames: dict[int, Frame] = {}
+        self._open_progress: dict[str, int] = {}
+        self._keys = itertools.count()
+        self._ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def put(self, frame: Frame) -> bool:
+        """Queue a frame; False when it does not fit (nothing is queued then)."""
+        task_id = frame.task_id
+        if frame.progress and task_id is not None:
+            waiting = self._open_progress.get(task_id)
+            if waiting is not None:
+                del self._frames[waiting]
+            elif len(self._frames) >= self.limit:
+                return False
+            key = next(self._keys)
+            self._open_progress[task_id] = key
+        else:
+            if len(self._frames) >= self.limit:
+                return False
+            if task_id is not None:
+                self._open_progress.pop(task_id, None)
+            key = next(self._keys)
+        self._frames[key] = frame
+        self._ready.set()
+        return True
+
+    def take_all(self) -> list[Frame]:
+        frames = list(self._frames.values())
+        self._frames.clear()
+        self._open_progress.clear()
+        self._ready.clear()
+        return frames
+
+    def clear(self) -> None:
+        self.take_all()
+
+    async def wait(self) -> None:
+        await self._ready.wait()
