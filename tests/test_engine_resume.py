@@ -1,0 +1,124 @@
+"""Validated resume: the bytes on disk are only continued when the origin proves they fit."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from tests.conftest import MakeApi
+from tests.enginekit import FAST_RETRIES, TinyOrigin, downloaded, errors, restarts, sha256_file
+from tests.origins import Origin, payload, payload_sha256
+
+SIZE = 1_200_000
+# Paced, so the bytes received before a drop are on disk to resume from.
+PACED = {"rate": 4_000_000}
+
+
+async def test_origin_ignoring_range_restarts_from_zero(make_api: MakeApi, origin: Origin) -> None:
+    api = await make_api(**FAST_RETRIES)
+    url = origin.url(
+        "/file/nr.bin", size=SIZE, seed=2, no_range=1, drop_after=600_000, drop_times=1, **PACED
+    )
+    task = await api.submit(url)
+    done = await api.wait_for(task["task_id"], "completed")
+
+    assert sha256_file(downloaded(api, done)) == payload_sha256(SIZE, 2)
+    requests = origin.requests_for("/file/nr.bin")
+    assert requests[1].range is not None  # it did try to resume ...
+    (restart,) = restarts(await api.events(task["task_id"]))  # ... and said why it could not
+    assert restart["reason"] == "origin does not support ranges"
+    assert restart["state"] == "downloading"
+
+
+async def test_changed_etag_restarts_from_zero(make_api: MakeApi, origin: Origin) -> None:
+    api = await make_api(**FAST_RETRIES)
+    # change_content: every response is a new version with new bytes and a new ETag.
+    url = origin.url(
+        "/file/v.bin", size=SIZE, seed=10, change_content=1, drop_after=600_000, drop_times=1
+    )
+    url += "&rate=4000000"
+    task = await api.submit(url)
+    done = await api.wait_for(task["task_id"], "completed")
+
+    requests = origin.requests_for("/file/v.bin")
+    assert requests[1].headers.get("If-Range") == f'"11-{SIZE}-1"'
+    (restart,) = restarts(await api.events(task["task_id"]))
+    assert restart["reason"] == "the file changed on the origin"
+    # Not a mix of two versions: exactly the second one (seed 10 + request number 2).
+    assert sha256_file(downloaded(api, done)) == payload_sha256(SIZE, 12)
+
+
+async def test_wrong_content_range_restarts_from_zero(make_api: MakeApi) -> None:
+    api = await make_api(**FAST_RETRIES)
+    data = payload(SIZE, 3)
+    served = 0
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        nonlocal served
+        served += 1
+        headers = {"ETag": '"v1"', "Accept-Ranges": "bytes"}
+        if served == 1:  # the first answer breaks off half-way
+            resp = web.StreamResponse(headers=headers)
+            resp.content_length = SIZE
+            await resp.prepare(request)
+            for start in range(0, SIZE // 2, 65536):
+                await resp.write(data[start : min(start + 65536, SIZE // 2)])
+                await asyncio.sleep(0.005)
+            assert request.transport is not None
+            request.transport.close()
+            return resp
+        if request.headers.get("Range"):  # then a 206 for bytes that were not asked for
+            headers["Content-Range"] = f"bytes 100-{SIZE - 1}/{SIZE}"
+            return web.Response(status=206, body=data[100:], headers=headers)
+        return web.Response(body=data, headers=headers)
+
+    async with TinyOrigin(handler) as tiny:
+        task = await api.submit(tiny.url("/f.bin"))
+        done = await api.wait_for(task["task_id"], "completed")
+        ranges = [r.headers.get("Range") for r in tiny.requests]
+
+    assert sha256_file(downloaded(api, done)) == payload_sha256(SIZE, 3)
+    assert ranges[0] is None and ranges[1] is not None and ranges[2] is None
+    (restart,) = restarts(await api.events(task["task_id"]))
+    assert "bytes 100-" in restart["reason"]
+
+
+async def test_short_body_is_never_completed(make_api: MakeApi, origin: Origin) -> None:
+    api = await make_api(max_retries=2, **FAST_RETRIES)
+    # Every response promises SIZE bytes and closes 10 bytes early.
+    task = await api.submit(origin.url("/file/short.bin", size=SIZE, short=10))
+    failed = await api.wait_for(task["task_id"], "failed")
+
+    assert failed["error"]["type"] == "network_error"
+    assert failed["result"] is None
+    assert not (api.settings.downloads_dir / "short.bin").exists()
+    assert len(errors(await api.events(task["task_id"]))) == 3
+
+
+async def test_lying_content_length_is_never_completed(make_api: MakeApi, origin: Origin) -> None:
+    api = await make_api(max_retries=1, **FAST_RETRIES)
+    task = await api.submit(origin.url("/file/lie.bin", size=SIZE, lie_length=SIZE + 1000))
+    failed = await api.wait_for(task["task_id"], "failed")
+    assert failed["error"]["type"] == "network_error"
+    assert not (api.settings.downloads_dir / "lie.bin").exists()
+
+
+async def test_sha256_is_checked_at_the_end(make_api: MakeApi, origin: Origin) -> None:
+    api = await make_api(**FAST_RETRIES)
+    url = origin.url("/file/sum.bin", size=SIZE, seed=4, drop_after=500_000, drop_times=1)
+    good = await api.submit(url + "&rate=4000000", sha256=payload_sha256(SIZE, 4))
+    bad = await api.submit(origin.url("/file/bad.bin", size=SIZE), sha256="0" * 64)
+
+    await api.wait_for(good["task_id"], "completed")
+    failed = await api.wait_for(bad["task_id"], "failed")
+    assert failed["error"]["type"] == "checksum_mismatch"
+    assert not (api.settings.downloads_dir / "bad.bin").exists()
+
+
+async def test_download_without_content_length(make_api: MakeApi, origin: Origin) -> None:
+    api = await make_api(**FAST_RETRIES)
+    task = await api.submit(origin.url("/file/nl.bin", size=SIZE, seed=8, no_length=1))
+    done = await api.wait_for(task["task_id"], "completed")
+    assert sha256_file(downloaded(api, done)) == payload_sha256(SIZE, 8)
+    assert done["progress"]["total_bytes"] == SIZE
