@@ -86,8 +86,9 @@ class Event(TypedDict, total=False):
 
     `event` names it: `download.queued`, `.started`, `.progress`, `.processing`,
     `.completed`, `.error`, `.cancelled`, `.paused`, or `subscribed` (the current snapshot
-    of a task, sent when a subscription starts). Which of the other keys are present
-    depends on the event, as in the guide.
+    of a task, sent when a subscription starts; for `"*"` it carries `tasks`, a snapshot of
+    every unfinished task). Which of the other keys are present depends on the event, as in
+    the guide.
     """
 
     event: str
@@ -99,6 +100,7 @@ class Event(TypedDict, total=False):
     result: TaskResult
     error: TaskError
     processing: dict[str, Any]
+    tasks: list[dict[str, Any]]
 
 
 class ProgressClientError(Exception):

@@ -7,13 +7,16 @@ logs of `progress-server add URL --wait` in scripts and CI stay readable.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+import rich.markup
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, TaskID, TextColumn
+from rich.table import Column
 
 from progress_server.client import (
     FINAL_STATES,
@@ -47,6 +50,15 @@ def fmt_bytes(count: int | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     raise AssertionError("unreachable")
+
+
+def fmt_pair(done: int, total: int | None) -> str:
+    """`8.7/20.0 MB`: the unit once when both share it."""
+    left, right = fmt_bytes(done), fmt_bytes(total)
+    left_number, _, left_unit = left.partition(" ")
+    if left_unit and right.endswith(" " + left_unit):
+        return f"{left_number}/{right}"
+    return f"{left}/{right}"
 
 
 def fmt_eta(seconds: int | None) -> str:
@@ -123,14 +135,30 @@ class LiveView:
         self._bars: Progress | None = None
         self._bar_ids: dict[str, TaskID] = {}
         if not self.plain:
-            self._bars = Progress(
+            # Rows share one table grid, so each column lines up across tasks. On a narrow
+            # terminal the state shows only as its symbol, leaving the bar room to move.
+            wide = console.width >= 110
+            name_width = max(12, console.width // (4 if wide else 5))
+            columns: list[ProgressColumn] = [
                 TextColumn("{task.fields[symbol]}"),
-                TextColumn("{task.description}", table_column=None),
+                TextColumn(
+                    "{task.description}",
+                    table_column=Column(no_wrap=True, overflow="ellipsis", max_width=name_width),
+                ),
+            ]
+            if wide:
+                columns.append(
+                    TextColumn("{task.fields[label]}", table_column=Column(no_wrap=True))
+                )
+            columns += [
                 BarColumn(bar_width=None),
-                TextColumn("{task.fields[pct]:>6}"),
-                TextColumn("{task.fields[size]:>21}"),
-                TextColumn("{task.fields[speed]:>11}"),
-                TextColumn("{task.fields[eta]:>8}"),
+                TextColumn("{task.fields[pct]}", justify="right"),
+                TextColumn("{task.fields[size]}", justify="right"),
+                TextColumn("{task.fields[speed]}", justify="right"),
+                TextColumn("{task.fields[eta]}", justify="right"),
+            ]
+            self._bars = Progress(
+                *columns,
                 console=console,
                 refresh_per_second=8,
                 expand=True,
@@ -154,7 +182,7 @@ class LiveView:
         self.views[view.task_id] = view
         if self._bars is not None:
             self._bar_ids[view.task_id] = self._bars.add_task(
-                view.name, total=None, symbol="", pct="", size="", speed="", eta=""
+                view.name, total=None, symbol="", label="", pct="", size="", speed="", eta=""
             )
             self._draw(view)
         else:
@@ -184,33 +212,38 @@ class LiveView:
         assert self._bars is not None
         symbol, style = STATE_STYLE.get(view.state, ("?", ""))
         progress: dict[str, Any] = dict(view.progress or {})
-        total = progress.get("total_bytes")
+        known_total = progress.get("total_bytes")
         done = progress.get("downloaded_bytes") or 0
-        label = view.state
+        label, pct = view.state, fmt_percentage(view.progress)
+        size = fmt_pair(done, known_total)
+        speed = eta = ""
+        bar_total, bar_done = known_total, done
         if view.processing is not None:
-            step = view.processing.get("step") or "processing"
-            label = f"processing: {step}"
-            pct = view.processing.get("percentage")
-            total, done = (100, int(pct)) if isinstance(pct, int | float) else (None, 0)
+            label = f"processing: {view.processing.get('step') or ''}".rstrip(": ")
+            step_pct = view.processing.get("percentage")
+            known = isinstance(step_pct, int | float)
+            bar_total, bar_done = (100, step_pct) if known else (None, 0)
+            pct = f"{step_pct:.1f}%" if known else "?"
+            eta = fmt_eta(view.processing.get("eta_seconds")) if known else ""
+        elif view.state == "downloading":
+            speed = f"{progress.get('speed_mbps', 0.0):.1f} MB/s"
+            eta = fmt_eta(progress.get("eta_seconds"))
         elif view.state == "completed":
-            total = total or done or 1
-            done = total
-        elif view.state in ("failed", "cancelled", "paused"):
-            # A stopped bar must not pulse as if something were happening.
-            total = total or done or 1
-        size = f"{fmt_bytes(done)}/{fmt_bytes(total)}" if view.processing is None else ""
-        speed = f"{progress.get('speed_mbps', 0.0):.1f} MB/s" if view.state == "downloading" else ""
-        eta = fmt_eta(progress.get("eta_seconds")) if view.state == "downloading" else ""
+            bar_total = bar_done = known_total or done or 1
+            pct = "100.0%"
+        else:
+            # Pending or stopped: a bar of unknown length must not pulse as if working.
+            bar_total = known_total or done or 1
         if view.state == "failed" and view.error:
             label = f"failed: {view.error.get('type', '')}"
-        pct_text = f"{100 * done / total:.1f}%" if total else "?"
         self._bars.update(
             self._bar_ids[view.task_id],
-            description=f"[{style}]{_fit(view.name, 32)}[/] [{style}]{label}[/]",
-            total=total,
-            completed=done,
+            description=f"[{style}]{_escape(view.name)}[/]",
+            total=bar_total,
+            completed=bar_done,
             symbol=f"[{style}]{symbol}[/]",
-            pct=pct_text,
+            label=f"[{style}]{label}[/]",
+            pct=pct,
             size=size,
             speed=speed,
             eta=eta,
@@ -237,9 +270,8 @@ class LiveView:
         self.console.print("  ".join(parts), highlight=False, markup=False, soft_wrap=True)
 
 
-def _fit(text: str, width: int) -> str:
-    text = text.replace("[", "(").replace("]", ")")
-    return text if len(text) <= width else text[: width - 1] + "…"
+def _escape(text: str) -> str:
+    return rich.markup.escape(text)
 
 
 async def follow(
@@ -252,36 +284,44 @@ async def follow(
 ) -> None:
     """Feed `view` from the WebSocket until the tasks in it are finished.
 
-    With `everything`, tasks the key creates meanwhile join the view, and the watch ends
-    when nothing is pending, downloading or processing (paused tasks do not hold it open);
-    with `forever` it never ends by itself.
+    With `everything`, the view starts with every unfinished task of the key (the `"*"`
+    subscription's snapshot, so none can slip through between a listing and the
+    subscription), tasks created meanwhile join it, and the watch ends when nothing is
+    pending, downloading or processing (paused tasks do not hold it open). With `forever`
+    it never ends by itself.
     """
-    if not forever and task_ids and view.finished(task_ids):
+    if not everything and not forever and view.finished(task_ids):
         return
-    targets = (["*", *task_ids]) if everything else task_ids
+    targets = ["*"] if everything else task_ids
     subscription = client.subscribe(targets, on_reconnecting=_reconnecting_note(view))
     async with subscription as events:
         async for event in events:
-            task_id = event.get("task_id")
-            if not task_id or task_id == "*":
-                continue
-            if task_id not in view.views:
-                if not everything:
-                    continue
-                try:
-                    view.add(await client.get(task_id))
-                except ApiError:
-                    continue  # deleted meanwhile
-            task_view = view.views[task_id]
-            if event.get("event") == "download.started" and not task_view.record["filename"]:
-                # The origin may have just named the file; the record knows.
-                try:
-                    task_view.record = await client.get(task_id)
-                except ApiError:
-                    pass
-            view.apply(event)
+            if event.get("event") == "subscribed" and event.get("task_id") == "*":
+                for snapshot in event.get("tasks", []):
+                    await _take(client, view, cast(Event, snapshot), everything)
+            else:
+                await _take(client, view, event, everything)
             if not forever and view.finished(paused_counts=everything):
                 return
+
+
+async def _take(client: ProgressClient, view: LiveView, event: Event, add_new: bool) -> None:
+    task_id = event.get("task_id")
+    if not task_id:
+        return
+    if task_id not in view.views:
+        if not add_new:
+            return
+        try:
+            view.add(await client.get(task_id))
+        except ApiError:
+            return  # deleted meanwhile
+    task_view = view.views[task_id]
+    if event.get("event") == "download.started" and not task_view.record["filename"]:
+        # The origin may have just named the file; the record knows.
+        with contextlib.suppress(ApiError):
+            task_view.record = await client.get(task_id)
+    view.apply(event)
 
 
 def _reconnecting_note(view: LiveView) -> Any:

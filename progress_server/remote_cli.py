@@ -33,7 +33,6 @@ from progress_server.live_view import (
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 STATES = ("pending", "downloading", "processing", "completed", "failed", "cancelled", "paused")
-ACTIVE_STATES = ("pending", "downloading", "processing", "paused")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 T = TypeVar("T")
@@ -292,15 +291,9 @@ def watch(task_ids: tuple[str, ...], forever: bool, server: str, api_key: str | 
     """
 
     async def work(client: ProgressClient) -> list[str]:
-        everything = not task_ids
-        if everything:
-            records = await client.list(ACTIVE_STATES)
-            if not records and not forever:
-                click.echo("Nothing is running.", err=True)
-                return []
-        else:
-            ids = await resolve_ids(client, task_ids)
-            records = [await client.get(task_id) for task_id in ids]
+        records = []
+        if task_ids:
+            records = [await client.get(task_id) for task_id in await resolve_ids(client, task_ids)]
         with LiveView(stderr_console()) as view:
             for record in records:
                 view.add(record)
@@ -308,9 +301,11 @@ def watch(task_ids: tuple[str, ...], forever: bool, server: str, api_key: str | 
                 client,
                 view,
                 [r["task_id"] for r in records],
-                everything=everything,
+                everything=not task_ids,
                 forever=forever,
             )
+        if not view.views:
+            click.echo("Nothing is running.", err=True)
         return [v.task_id for v in view.failures()]
 
     failed = run(work, Remote(server, api_key))
@@ -394,7 +389,7 @@ def _exit_for_failures(records: list[TaskRecord]) -> None:
     for record in unfinished:
         error = record.get("error")
         reason = f": {error['type']}: {error['message']}" if error else ""
-        click.echo(f"{record['task_id']} {record['state']}{reason}", err=True)
+        click.echo(f"Error: task {record['task_id']} {record['state']}{reason}", err=True)
     if unfinished:
         raise SystemExit(1)
 
