@@ -457,7 +457,6 @@ class Scheduler:
         task = rt.task
         try:
             path, digest = await self._download_phase(rt)
-            self._release_slot(rt)
             await self._processing_phase(rt, path, digest)
         except asyncio.CancelledError:
             if rt.stop_reason is None:
@@ -515,6 +514,9 @@ class Scheduler:
             downloaded_bytes=size,
             total_bytes=size,
         )
+        # Only now: a slot freed earlier would let the next task show `downloading` while
+        # this one still does, more at once than --max-concurrent says.
+        self._release_slot(rt)
         log.info("task %s processing", task.task_id)
         ctx = await self.pipeline.run(ProcessingContext(task, path, digest, rt))
         final_size = ctx.path.stat().st_size
