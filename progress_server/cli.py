@@ -225,7 +225,7 @@ def serve(**options: Any) -> None:
     from progress_server.app import create_app
 
     settings = Settings(**options)
-    logs.configure(settings.log_format)
+    logs.configure(settings.log_format, secrets=[settings.webhook_secret])
     log = logging.getLogger("progress_server")
     log.info("serving on http://%s:%d, data in %s", settings.host, settings.port, settings.data_dir)
     web.run_app(

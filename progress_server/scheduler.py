@@ -105,7 +105,6 @@ class RunningTask:
         await self.emit_progress(force=True)
 
     async def restarted_from_zero(self, reason: str) -> None:
-        log.info("task %s restarting from zero: %s", self.task.task_id, reason)
         # Said in the history as an *extra* started event, so a reader sees why bytes fell.
         await self.scheduler.transition(
             self.task,
@@ -120,14 +119,6 @@ class RunningTask:
             await self.emit_progress()
 
     async def attempt_failed(self, error: DownloadError, attempt: int, delay: float) -> None:
-        log.warning(
-            "task %s attempt %d failed (%s: %s), retrying in %.1fs",
-            self.task.task_id,
-            attempt,
-            error.error_type.value,
-            error.message,
-            delay,
-        )
         self.transferring = False
         body = error_body(
             error.error_type,
@@ -230,7 +221,7 @@ class Scheduler:
             # The .part file is the truth after a crash; the stored count may lag behind it.
             task.downloaded_bytes = part.stat().st_size
         if task.state is TaskState.PROCESSING:
-            log.info("task %s: processing again after restart", task.task_id)
+            log.debug("task %s: processing again after restart", task.task_id)
         elif task.state is TaskState.DOWNLOADING:
             await self.transition(
                 task,
@@ -457,11 +448,12 @@ class Scheduler:
         task = rt.task
         try:
             path, digest = await self._download_phase(rt)
+            self._release_slot(rt)
             await self._processing_phase(rt, path, digest)
         except asyncio.CancelledError:
             if rt.stop_reason is None:
                 raise
-            log.info("task %s stopped: %s", task.task_id, rt.stop_reason.value)
+            log.debug("task %s stopped: %s", task.task_id, rt.stop_reason.value)
         except DownloadError as error:
             await self._fail(task, error.error_type, error.message, status=error.status)
         except ProcessingError as error:
@@ -490,7 +482,6 @@ class Scheduler:
         await self.transition(
             task, EventName.STARTED, TaskState.DOWNLOADING, attempts=task.attempts + 1
         )
-        log.info("task %s downloading", task.task_id)
         outcome = await self.downloader.download(task, rt)
         assert task.filename is not None
         rt.transferring = False
@@ -514,10 +505,6 @@ class Scheduler:
             downloaded_bytes=size,
             total_bytes=size,
         )
-        # Only now: a slot freed earlier would let the next task show `downloading` while
-        # this one still does, more at once than --max-concurrent says.
-        self._release_slot(rt)
-        log.info("task %s processing", task.task_id)
         ctx = await self.pipeline.run(ProcessingContext(task, path, digest, rt))
         final_size = ctx.path.stat().st_size
         body = completed_body(ctx.path.name, final_size, ctx.duration_seconds, **ctx.extra)
@@ -531,7 +518,6 @@ class Scheduler:
             result=body["result"],
             error=None,
         )
-        log.info("task %s completed: %s (%d bytes)", task.task_id, ctx.path.name, final_size)
 
     async def _fail(
         self, task: Task, error_type: ErrorType, message: str, status: int | None = None
@@ -540,7 +526,6 @@ class Scheduler:
         if status is not None:
             extra["status"] = status
         body = error_body(error_type, message, **extra)
-        log.warning("task %s failed (%s): %s", task.task_id, error_type.value, message)
         await self.transition(
             task,
             EventName.ERROR,
@@ -570,8 +555,8 @@ class Scheduler:
         async def persist(event: Event) -> None:
             await self.store.record_transition(event, task.task_id, fields)
 
-        await asyncio.shield(
-            self.bus.publish(
+        async def publish() -> None:
+            await self.bus.publish(
                 name,
                 task.task_id,
                 task.owner_key_id,
@@ -580,12 +565,16 @@ class Scheduler:
                 progress=progress,
                 persist=persist,
             )
-        )
-        task.state = state
-        for key, value in fields.items():
-            if hasattr(task, key) and key != "state":
-                setattr(task, key, value)
-        task.updated_at = time.time()
+            # Inside the shield too: a transition that happened is applied and logged even
+            # when the caller is cancelled while it is being written.
+            task.state = state
+            for key, value in fields.items():
+                if hasattr(task, key) and key != "state":
+                    setattr(task, key, value)
+            task.updated_at = time.time()
+            _log_transition(task.task_id, name, state, body or {})
+
+        await asyncio.shield(publish())
 
     # -- background --------------------------------------------------------------------
 
@@ -628,6 +617,31 @@ class Scheduler:
 def _move_into_place(part: Path, final: Path) -> None:
     part.replace(final)
     fsync_dir(final.parent)
+
+
+def _log_transition(task_id: str, name: EventName, state: TaskState, body: JSON) -> None:
+    """The one log line of each task transition (submission logs its own, with the URL)."""
+    error = body.get("error") or {}
+    level = logging.INFO
+    if name is EventName.ERROR and state is TaskState.DOWNLOADING:
+        level = logging.WARNING
+        text = (
+            f"attempt {body.get('attempt')} failed ({error.get('type')}: {error.get('message')}),"
+            f" retrying in {body.get('retry_in_seconds')}s"
+        )
+    elif name is EventName.ERROR:
+        level = logging.WARNING
+        text = f"failed ({error.get('type')}): {error.get('message')}"
+    elif name is EventName.STARTED and body.get("restarted_from_zero"):
+        text = f"downloading, restarted from zero: {body.get('reason')}"
+    elif name is EventName.QUEUED:
+        text = "queued again after a restart" if body.get("recovered") else "queued again"
+    elif name is EventName.COMPLETED:
+        result = body.get("result") or {}
+        text = f"completed: {result.get('filename')} ({result.get('size_mb')} MB)"
+    else:
+        text = state.value
+    log.log(level, "task %s %s", task_id, text)
 
 
 def _redacted(url: str) -> str:
