@@ -56,6 +56,9 @@ def sanitise(name: str) -> str:
     name = _UNSAFE.sub("_", name)
     name = name.replace("..", "_")
     name = name.strip().lstrip(".").strip()
+    if not any(c.isalnum() for c in name):
+        # "...", "_." or "*": nothing a person would call a name; the next source decides.
+        return ""
     if _WINDOWS_RESERVED.match(name):
         name = "_" + name
     for suffix in _RESERVED_SUFFIXES:

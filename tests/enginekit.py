@@ -45,7 +45,8 @@ def restarts(events: list[JSON]) -> list[JSON]:
 class TinyOrigin:
     """An aiohttp server on 127.0.0.1 answering every GET with `handler`, logging requests."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.requests: list[web.Request] = []
         self.port = 0
         self._handler = handler
@@ -56,14 +57,15 @@ class TinyOrigin:
         return await self._handler(request)
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{path}"
 
     async def __aenter__(self) -> TinyOrigin:
         app = web.Application()
         app.router.add_get("/{tail:.*}", self._logged)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, self.host, 0)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
         return self
