@@ -8,6 +8,7 @@ from aiohttp import web
 from progress_server.auth import FailedLoginLimiter, KeyRing
 from progress_server.events import EventBus
 from progress_server.fanout import Hub
+from progress_server.looplag import LoopLagMonitor
 from progress_server.metrics import Metrics
 from progress_server.scheduler import Scheduler
 from progress_server.settings import Settings
@@ -22,5 +23,7 @@ KEYRING = web.AppKey("keyring", KeyRing)
 LOGIN_LIMITER = web.AppKey("login_limiter", FailedLoginLimiter)
 CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
 WS_HUB = web.AppKey("ws_hub", Hub)
+# Worst event-loop lag since start and over the last minute (exported by /metrics).
+LOOP_LAG = web.AppKey("loop_lag", LoopLagMonitor)
 METRICS = web.AppKey("metrics", Metrics)
 SESSIONS = web.AppKey("sessions", SessionStore)
