@@ -90,8 +90,16 @@ class Hub:
         self.accepting = True
         self._listeners: set[Listener] = set()
         self._unsubscribe = bus.subscribe(self._publish)
+        # For /metrics: event frames delivered, and frames never sent (superseded progress,
+        # or a slow client's outbox dropped when it is closed with 1013).
+        self.frames_sent = 0
+        self.frames_dropped = 0
 
     def __len__(self) -> int:
+        return len(self._listeners)
+
+    @property
+    def connections(self) -> int:
         return len(self._listeners)
 
     @property
@@ -158,8 +166,13 @@ class Listener:
         return who is not None and who.may_see(event.owner_key_id)
 
     def offer(self, frame: Frame) -> None:
-        if self._closing is None and not self.outbox.put(frame):
+        if self._closing is not None:
+            return
+        superseded = self.outbox.superseded
+        if not self.outbox.put(frame):
+            self.hub.frames_dropped += len(self.outbox) + 1
             self._fell_behind()
+        self.hub.frames_dropped += self.outbox.superseded - superseded
 
     def reply(self, message: dict[str, Any]) -> None:
         self.offer(Frame(encode(message)))
@@ -266,6 +279,7 @@ class Listener:
                 pending.append(frame.data)
             else:
                 await self.ws.send_frame(frame.data, WSMsgType.TEXT)
+                self.hub.frames_sent += 1
         await self._flush(pending)
 
     async def _flush(self, pending: list[bytes]) -> None:
@@ -274,6 +288,7 @@ class Listener:
         await self._pace()
         self._last_batch = time.monotonic()
         await self.ws.send_frame(_BATCH_HEAD + b", ".join(pending) + b"]}", WSMsgType.TEXT)
+        self.hub.frames_sent += len(pending)
 
     async def _pace(self) -> None:
         wait = self._last_batch + self.batch_seconds - time.monotonic()

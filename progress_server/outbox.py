@@ -47,6 +47,8 @@ class Outbox:
         self._open_progress: dict[str, int] = {}
         self._keys = itertools.count()
         self._ready = asyncio.Event()
+        # Progress frames replaced by a newer one of the same task before being sent (metrics).
+        self.superseded = 0
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -58,6 +60,7 @@ class Outbox:
             waiting = self._open_progress.get(task_id)
             if waiting is not None:
                 del self._frames[waiting]
+                self.superseded += 1
             elif len(self._frames) >= self.limit:
                 return False
             key = next(self._keys)

@@ -90,3 +90,25 @@ async def test_numbers_move_during_a_download(api: Api, origin: Origin) -> None:
     persisted = value(after, "progress_server_events_persisted_total")
     assert 0 < persisted < value(after, "progress_server_events_published_total")
     assert value(after, "progress_server_sqlite_write_seconds_count") >= persisted
+
+
+async def test_websocket_connections_and_frames_are_counted(api: Api, origin: Origin) -> None:
+    admin = await api.new_key("ops", admin=True)
+    async with api.client.ws_connect("/api/progress/ws", headers=api.auth()) as ws:
+        await ws.send_json({"action": "subscribe", "task_id": "*"})
+        task = await api.submit(origin.url(size=400_000, rate=400_000, chunk=16384))
+        await api.wait_for(task["task_id"], "completed")
+
+        async def counted() -> bool:
+            samples = await scrape(api, admin)
+            return value(samples, "progress_server_websocket_frames_sent_total") >= 4
+
+        await eventually(counted, 30, lambda: "frames sent never reached 4")
+        during = await scrape(api, admin)
+        assert value(during, "progress_server_websocket_connections") == 1
+
+    async def closed() -> bool:
+        samples = await scrape(api, admin)
+        return value(samples, "progress_server_websocket_connections") == 0
+
+    await eventually(closed, 30, lambda: "the closed socket is still counted")
