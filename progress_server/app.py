@@ -12,6 +12,7 @@ from progress_server.appkeys import (
     CLIENT_SESSION,
     KEYRING,
     LOGIN_LIMITER,
+    LOOP_LAG,
     METRICS,
     SCHEDULER,
     SESSIONS,
@@ -23,7 +24,9 @@ from progress_server.auth import FailedLoginLimiter, KeyRing
 from progress_server.downloader import Downloader
 from progress_server.events import EventBus
 from progress_server.fanout import Hub
+from progress_server.looplag import LoopLagMonitor
 from progress_server.metrics import Metrics
+from progress_server.netpolicy import PolicyResolver, policy_for
 from progress_server.processing.build import build_pipeline
 from progress_server.scheduler import Scheduler
 from progress_server.settings import Settings
@@ -57,10 +60,14 @@ def client_session(settings: Settings) -> aiohttp.ClientSession:
     timeout = aiohttp.ClientTimeout(
         total=None,
         sock_connect=settings.connect_timeout,
-        # No byte for this long is a stall: the attempt fails as `timeout` and is retried.
-        sock_read=min(settings.read_timeout, settings.stall_timeout),
+        # Waiting for headers or one read; a slow or stalled body is the downloader's
+        # StallWatchdog's job (--stall-timeout, --min-speed).
+        sock_read=settings.read_timeout,
     )
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60)
+    # Every connection resolves through the network policy, so a name is checked on the
+    # addresses it is actually connected to (--deny-private-networks).
+    resolver = PolicyResolver(policy_for(settings))
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, resolver=resolver)
     return aiohttp.ClientSession(
         timeout=timeout,
         connector=connector,
@@ -75,6 +82,9 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     """Everything the app opens, opened in order and closed in reverse, in one place."""
     settings = app[SETTINGS]
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    loop_lag = LoopLagMonitor()
+    app[LOOP_LAG] = loop_lag
+    loop_lag.start()
     store = Store(settings.db_path)
     await store.open()
     bus = EventBus(store, SnapshotCache())
@@ -95,7 +105,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     app[SESSIONS] = sessions
     app[CLIENT_SESSION] = session
     app[SCHEDULER] = scheduler
-    metrics = Metrics(scheduler, bus, store, sockets=hub)
+    metrics = Metrics(scheduler, bus, store, loop_lag=loop_lag, sockets=hub)
     app[METRICS] = metrics
     metrics.start()
     await scheduler.start()
@@ -108,3 +118,4 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
         await keyring.stop()
         await session.close()
         await store.close()
+        await loop_lag.stop()
