@@ -39,6 +39,8 @@ STATE_STYLE = {
     "paused": ("‖", "yellow"),
 }
 PLAIN_PROGRESS_EVERY = 1.0
+# A server that stays away this long is reported as unreachable instead of waited for.
+GIVE_UP_AFTER = 300.0
 
 
 def fmt_bytes(count: int | None) -> str:
@@ -96,6 +98,8 @@ class TaskView:
     processing: dict[str, Any] | None = None
     error: TaskError | None = None
     last_plain: float = field(default=0.0)
+    # The connection dropped; figures shown are from before that.
+    stale: bool = False
 
     @property
     def task_id(self) -> str:
@@ -108,6 +112,7 @@ class TaskView:
     def apply(self, event: Event) -> bool:
         """Take in one event; True if the state changed."""
         before = self.state
+        self.stale = False
         if "state" in event:
             self.state = event["state"]
         if "progress" in event:
@@ -134,6 +139,7 @@ class LiveView:
         self.views: dict[str, TaskView] = {}
         self._bars: Progress | None = None
         self._bar_ids: dict[str, TaskID] = {}
+        self._noted_at = 0.0
         if not self.plain:
             # Rows share one table grid, so each column lines up across tasks. On a narrow
             # terminal the state shows only as its symbol, leaving the bar room to move.
@@ -200,6 +206,19 @@ class LiveView:
     def note(self, message: str) -> None:
         self.console.print(message, style="yellow", highlight=False)
 
+    def disconnected(self, reason: str) -> None:
+        """The socket dropped: say so (at most every few seconds) and grey out the figures
+        of unfinished tasks until fresh ones arrive."""
+        now = time.monotonic()
+        if now - self._noted_at > 5:
+            self._noted_at = now
+            self.note(f"connection to the server lost ({reason}); reconnecting…")
+        for view in self.views.values():
+            if view.state not in FINAL_STATES and not view.stale:
+                view.stale = True
+                if self._bars is not None:
+                    self._draw(view)
+
     def finished(self, ids: Iterable[str] | None = None, paused_counts: bool = False) -> bool:
         done = FINAL_STATES | ({"paused"} if paused_counts else set())
         chosen = self.views.values() if ids is None else [self.views[i] for i in ids]
@@ -236,6 +255,8 @@ class LiveView:
             bar_total = known_total or done or 1
         if view.state == "failed" and view.error:
             label = f"failed: {view.error.get('type', '')}"
+        if view.stale:
+            label, speed, eta = "reconnecting…", "", ""
         self._bars.update(
             self._bar_ids[view.task_id],
             description=f"[{style}]{_escape(view.name)}[/]",
@@ -293,7 +314,9 @@ async def follow(
     if not everything and not forever and view.finished(task_ids):
         return
     targets = ["*"] if everything else task_ids
-    subscription = client.subscribe(targets, on_reconnecting=_reconnecting_note(view))
+    subscription = client.subscribe(
+        targets, give_up_after=GIVE_UP_AFTER, on_reconnecting=view.disconnected
+    )
     async with subscription as events:
         async for event in events:
             if event.get("event") == "subscribed" and event.get("task_id") == "*":
@@ -322,15 +345,3 @@ async def _take(client: ProgressClient, view: LiveView, event: Event, add_new: b
         with contextlib.suppress(ApiError):
             task_view.record = await client.get(task_id)
     view.apply(event)
-
-
-def _reconnecting_note(view: LiveView) -> Any:
-    last = [0.0]
-
-    def note(reason: str) -> None:
-        now = time.monotonic()
-        if now - last[0] > 5:
-            last[0] = now
-            view.note(f"connection to the server lost ({reason}); reconnecting…")
-
-    return note

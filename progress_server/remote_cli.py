@@ -279,7 +279,7 @@ def show(task_id: str, as_json: bool, server: str, api_key: str | None) -> None:
         click.echo(describe(record))
 
 
-@click.command()
+@click.command(short_help="Live progress bars until the tasks finish.")
 @click.argument("task_ids", nargs=-1, metavar="[ID]...")
 @click.option("--follow", "forever", is_flag=True, help="Keep watching (and adding new tasks).")
 @remote_options
