@@ -15,6 +15,7 @@ from progress_server.client import (
     ApiError,
     ProgressClient,
     ServerUnreachable,
+    SubscriptionError,
     TaskRecord,
 )
 from tests.apiclient import Api
@@ -233,6 +234,26 @@ async def test_subscribe_star_sees_tasks_created_later(
     names = [e["event"] for e in seen if e.get("task_id") == task["task_id"]]
     assert names[0] == "download.queued"
     assert names[-1] == "download.completed"
+
+
+async def test_subscribe_in_batch_mode_yields_the_same_single_events(
+    client: ProgressClient, origin: Origin
+) -> None:
+    task = await client.create(origin.url(size=400_000, rate=1_000_000))
+    async with client.subscribe([task["task_id"]], batch_ms=100) as events:
+        seen = await collect_until_final(events, task["task_id"])
+    assert seen[0]["event"] == "subscribed"
+    assert all(e["event"] != "batch" for e in seen)
+    assert seen[-1]["event"] == "download.completed"
+    seqs = [e["seq"] for e in seen[1:]]
+    assert seqs == sorted(set(seqs))
+
+
+async def test_subscribing_to_an_unknown_task_raises(client: ProgressClient) -> None:
+    async with client.subscribe(["00000000-0000-4000-8000-000000000000"]) as events:
+        with pytest.raises(SubscriptionError) as refused:
+            await asyncio.wait_for(events.__anext__(), 10)
+    assert refused.value.type == "not_found"
 
 
 async def test_subscribe_after_seq_replays_history(client: ProgressClient, origin: Origin) -> None:

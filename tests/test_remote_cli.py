@@ -8,9 +8,11 @@ import json
 import os
 import pty
 import select
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
@@ -217,6 +219,27 @@ async def test_invalid_input_is_refused_with_the_servers_message(api: Api, origi
     two_names = await cli(api, "add", origin.url(), origin.url(), "--filename", "a.bin")
     assert two_names.exit_code == 2
     assert await api.tasks() == []
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+async def test_add_preset_transcodes_and_wait_shows_processing(api: Api, tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    tone = ["-f", "lavfi", "-i", "sine=frequency=440:duration=3", "-c:a", "flac"]
+    ffmpeg = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
+    command = [*ffmpeg, *tone, str(media / "tone.flac")]
+    await asyncio.to_thread(subprocess.run, command, check=True, timeout=120)
+    async with Origin(media_dir=media) as source:
+        url = source.url("/media/tone.flac")
+        unknown = await cli(api, "add", url, "--preset", "nonsense")
+        assert unknown.exit_code == 1
+        assert "unknown transcode preset" in unknown.stderr
+        result = await cli(api, "add", url, "--preset", "mp3", "--wait", "--json")
+    assert result.exit_code == 0, result.output
+    [record] = json.loads(result.stdout)
+    assert record["state"] == "completed"
+    assert record["result"]["filename"].endswith(".mp3")
+    assert any(" processing " in f" {line} " for line in result.stderr.splitlines())
 
 
 # -- live progress (WebSocket) --------------------------------------------------------------
