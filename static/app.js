@@ -163,7 +163,11 @@
     const [label, icon] = STATES[state] || [state, "?"];
     setText(field(row, "state"), label);
     setText(field(row, "icon"), icon);
-    if (row.name !== null) setText(field(row, "name"), row.name);
+    if (row.name !== null) {
+      const name = field(row, "name");
+      setText(name, row.name);
+      if (name.title !== row.name) name.title = row.name;
+    }
     if (row.host !== null) setText(field(row, "host"), row.host);
     if (row.error) {
       setText(field(row, "error-type"), row.error.type || "");
