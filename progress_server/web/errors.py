@@ -55,9 +55,15 @@ def error_payload(error_type: str, message: str) -> dict[str, dict[str, str]]:
 
 def render(request: web.Request, error: ApiError) -> web.Response:
     if _wants_html(request):
+        # Styled like the status page, whose forms are what usually lead here.
         body = (
-            "<!doctype html><meta charset=utf-8><title>Error</title>"
-            f"<h1>{error.status}</h1><p>{_escape(error.message)}</p><p><a href='/'>Back</a></p>"
+            "<!doctype html><html lang=en><meta charset=utf-8>"
+            "<meta name=viewport content='width=device-width, initial-scale=1'>"
+            "<meta name=color-scheme content='light dark'>"
+            f"<title>{error.status} · progress-server</title>"
+            "<link rel=stylesheet href=/static/app.css>"
+            f"<main class='card error-page'><h1>{error.status}</h1>"
+            f"<p>{_escape(error.message)}</p><p><a href='/'>Back to the downloads</a></p></main>"
         )
         return web.Response(
             status=error.status, text=body, content_type="text/html", headers=error.headers
