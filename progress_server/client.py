@@ -12,6 +12,10 @@ Everything is async and built on aiohttp (already a dependency of the server)::
                 print(event["event"], event.get("progress"))
                 if event.get("state") in ("completed", "failed", "cancelled"):
                     break
+            # Or, without looking at each event:
+            [done] = await client.wait([task["task_id"]])
+            if done["state"] == "completed":
+                await client.save_file(done["task_id"], ".")
 
     asyncio.run(main())
 
@@ -30,8 +34,10 @@ import builtins
 import contextlib
 import json
 import logging
+import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, NotRequired, Self, TypedDict, cast
 
@@ -267,6 +273,47 @@ class ProgressClient:
             if len(page) < limit:
                 return collected
             after_seq = page[-1]["seq"]
+
+    async def save_file(self, task_id: str, path: str | os.PathLike[str]) -> Path:
+        """Download a completed task's file from the server to `path` (a file name, or an
+        existing folder to save it in under the task's file name). Returns where it went."""
+        target = Path(path)
+        try:
+            async with self.session.get(
+                f"{self.server_url}/api/downloads/{task_id}/file",
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=self._timeout.total),
+            ) as resp:
+                if resp.status >= 400:
+                    raise _api_error(resp.status, await resp.text())
+                if target.is_dir():
+                    target = target / ((await self.get(task_id))["filename"] or task_id)
+                partial = target.with_name(target.name + ".part")
+                with partial.open("wb") as out:
+                    async for chunk in resp.content.iter_chunked(256 * 1024):
+                        await asyncio.to_thread(out.write, chunk)
+                partial.replace(target)
+        except aiohttp.ClientError as exc:
+            raise ServerUnreachable(f"cannot reach {self.server_url}: {exc}") from exc
+        return target
+
+    async def wait(self, task_ids: Iterable[str]) -> builtins.list[TaskRecord]:
+        """Wait until every task is completed, failed or cancelled (following them over
+        the WebSocket) and return their final records, in the order given. Paused tasks
+        are waited for too; bound the wait with `asyncio.timeout(...)` if you need to."""
+        wanted = list(dict.fromkeys(task_ids))
+        pending = {t for t in wanted if (await self.get(t))["state"] not in FINAL_STATES}
+
+        async def follow() -> None:
+            async with self.subscribe(pending) as events:
+                async for event in events:
+                    if event.get("state") in FINAL_STATES:
+                        pending.discard(event.get("task_id", ""))
+                    if not pending:
+                        return
+
+        if pending:
+            await follow()
+        return [await self.get(t) for t in wanted]
 
     async def _act(self, task_id: str, action: str) -> TaskRecord:
         return cast(TaskRecord, await self._request("POST", f"/api/downloads/{task_id}/{action}"))

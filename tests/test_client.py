@@ -131,6 +131,25 @@ async def test_delete_file_removes_the_download(
     assert not path.exists()
 
 
+async def test_wait_returns_final_records_and_save_file_fetches_the_file(
+    client: ProgressClient, origin: Origin, tmp_path: Path
+) -> None:
+    good = await client.create(origin.url("/file/keep.bin", size=300_000, seed=5, rate=600_000))
+    bad = await client.create(origin.url("/file/nope.bin", status=404))
+    finished = await asyncio.wait_for(client.wait([good["task_id"], bad["task_id"]]), 60)
+    assert [r["state"] for r in finished] == ["completed", "failed"]
+
+    saved = await client.save_file(good["task_id"], tmp_path)
+    assert saved == tmp_path / "keep.bin"
+    assert saved.read_bytes() == payload(300_000, 5)
+    renamed = await client.save_file(good["task_id"], tmp_path / "copy.bin")
+    assert renamed.read_bytes() == payload(300_000, 5)
+    with pytest.raises(ApiError) as not_ready:
+        await client.save_file(bad["task_id"], tmp_path / "never.bin")
+    assert not_ready.value.status == 409
+    assert not (tmp_path / "never.bin").exists()
+
+
 async def test_events_returns_the_persisted_history_in_order(
     client: ProgressClient, origin: Origin
 ) -> None:
