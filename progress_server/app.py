@@ -13,6 +13,7 @@ from progress_server.appkeys import (
     KEYRING,
     LOGIN_LIMITER,
     LOOP_LAG,
+    MEDIA_TOOLS,
     METRICS,
     SCHEDULER,
     SESSIONS,
@@ -28,6 +29,8 @@ from progress_server.looplag import LoopLagMonitor
 from progress_server.metrics import Metrics
 from progress_server.netpolicy import PolicyResolver, policy_for
 from progress_server.processing.build import build_pipeline
+from progress_server.processing.hooks import Hooks
+from progress_server.processing.tools import detect_media_tools
 from progress_server.scheduler import Scheduler
 from progress_server.settings import Settings
 from progress_server.snapshots import SnapshotCache
@@ -96,9 +99,19 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     sessions = SessionStore(store)
     await sessions.load()
     session = client_session(settings)
+    # Looked for once: a missing ffmpeg is warned about once, here, and requests are
+    # checked against this answer.
+    media_tools = detect_media_tools()
+    app[MEDIA_TOOLS] = media_tools
     scheduler = Scheduler(
-        settings, store, bus, Downloader(settings, session), build_pipeline(settings)
+        settings,
+        store,
+        bus,
+        Downloader(settings, session),
+        build_pipeline(settings, media_tools),
     )
+    hooks = Hooks(settings, store, bus)
+    await hooks.start()
     app[STORE] = store
     app[BUS] = bus
     app[KEYRING] = keyring
@@ -114,6 +127,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     finally:
         await hub.stop()
         await scheduler.stop()
+        await hooks.stop()
         metrics.stop()
         await keyring.stop()
         await session.close()

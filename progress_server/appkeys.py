@@ -10,6 +10,7 @@ from progress_server.events import EventBus
 from progress_server.fanout import Hub
 from progress_server.looplag import LoopLagMonitor
 from progress_server.metrics import Metrics
+from progress_server.processing.tools import MediaTools
 from progress_server.scheduler import Scheduler
 from progress_server.settings import Settings
 from progress_server.store import Store
@@ -22,6 +23,8 @@ SCHEDULER = web.AppKey("scheduler", Scheduler)
 KEYRING = web.AppKey("keyring", KeyRing)
 LOGIN_LIMITER = web.AppKey("login_limiter", FailedLoginLimiter)
 CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
+# Whether ffmpeg/ffprobe exist, found once at start-up.
+MEDIA_TOOLS = web.AppKey("media_tools", MediaTools)
 WS_HUB = web.AppKey("ws_hub", Hub)
 # Worst event-loop lag since start and over the last minute (exported by /metrics).
 LOOP_LAG = web.AppKey("loop_lag", LoopLagMonitor)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,20 @@ ENV = "PROGRESS_SERVER_"
 
 def _env(flag: str) -> str:
     return ENV + flag.upper().replace("-", "_")
+
+
+def _argv(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
+    """A command line split as a POSIX shell would, but never run by one."""
+    try:
+        return tuple(shlex.split(value)) if value else ()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def _http_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value and not value.startswith(("http://", "https://")):
+        raise click.BadParameter("must be an http:// or https:// URL")
+    return value or None
 
 
 def data_dir_option(func: Any) -> Any:
@@ -199,7 +214,47 @@ def main() -> None:
     type=click.IntRange(1, 64),
     envvar=_env("max-processing"),
     show_envvar=True,
-    help="Post-processing jobs running at once.",
+    help="Transcodes running at once (probing and checksums never wait for one).",
+)
+@click.option(
+    "--on-complete",
+    metavar="CMD",
+    callback=_argv,
+    envvar=_env("on-complete"),
+    show_envvar=True,
+    help="Command run when a task completes or finally fails, e.g. 'notify.sh --loud'. "
+    "Split like a shell would (quotes work) but run without one: no pipes, no $VARS. "
+    "It gets PROGRESS_SERVER_TASK_ID, _STATE, _FILE, _FILENAME, _TASK_URL, _SIZE_MB, "
+    "_DURATION_SECONDS, _ERROR_TYPE, _ERROR_MESSAGE and _EVENT (the event JSON) in its "
+    "environment.",
+)
+@click.option(
+    "--hook-timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 86400),
+    envvar=_env("hook-timeout"),
+    show_envvar=True,
+    help="Seconds an --on-complete command may run, and a --webhook request may take, "
+    "before it is abandoned.",
+)
+@click.option(
+    "--webhook",
+    "webhook_url",
+    metavar="URL",
+    callback=_http_url,
+    envvar=_env("webhook"),
+    show_envvar=True,
+    help="POST the download.completed / final download.error event JSON here; retried "
+    "with backoff, each delivery recorded as a download.hook event.",
+)
+@click.option(
+    "--webhook-secret",
+    metavar="SECRET",
+    envvar=_env("webhook-secret"),
+    show_envvar=True,
+    help="Sign webhooks: X-Progress-Signature: sha256=<hex HMAC-SHA256 of the body>. "
+    "Prefer the environment variable: a flag shows in the process list.",
 )
 @click.option(
     "--metrics-loopback",

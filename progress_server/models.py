@@ -58,6 +58,8 @@ class EventName(enum.StrEnum):
     ERROR = "download.error"
     CANCELLED = "download.cancelled"
     PAUSED = "download.paused"
+    # What came of a --on-complete command or --webhook delivery; never changes the state.
+    HOOK = "download.hook"
 
 
 def iso_utc(ts: float | None = None) -> str:

@@ -33,7 +33,7 @@ from progress_server.models import (
     error_body,
 )
 from progress_server.partfile import fsync_dir
-from progress_server.processing import Pipeline, ProcessingContext, ProcessingError
+from progress_server.processing import Pipeline, ProcessingContext, ProcessingError, transcode
 from progress_server.settings import Settings
 from progress_server.store import SnapshotRow, Store
 from progress_server.tracker import ProgressTracker
@@ -78,6 +78,7 @@ class RunningTask:
         self.host = urlsplit(task.url).hostname or ""
         self.transferring = False
         self._last_progress: JSON | None = None
+        self._last_processing_report = float("-inf")
 
     # -- TransferObserver ------------------------------------------------------------
 
@@ -140,6 +141,12 @@ class RunningTask:
     async def processing_progress(
         self, step: str, percentage: float | None, eta_seconds: int | None
     ) -> None:
+        # Throttled like download progress; a step's 100 % always gets through.
+        now = time.monotonic()
+        interval = self.scheduler.settings.progress_interval
+        if now - self._last_processing_report < interval and percentage != 100.0:
+            return
+        self._last_processing_report = now
         body = {"processing": {"step": step, "percentage": percentage, "eta_seconds": eta_seconds}}
         await self.scheduler.bus.publish(
             EventName.PROCESSING,
@@ -148,6 +155,9 @@ class RunningTask:
             TaskState.PROCESSING,
             body,
         )
+
+    async def place_output(self, scratch: Path, wanted: str) -> Path:
+        return await self.scheduler.place_file(scratch, wanted)
 
     # -- progress ----------------------------------------------------------------------
 
@@ -300,6 +310,14 @@ class Scheduler:
             await self.store.update_task(task_id, filename=name)
             return name
 
+    async def place_file(self, scratch: Path, wanted: str) -> Path:
+        """Move a processing output into the downloads folder under a name no task uses;
+        the name and the file appear together, under the lock, so no two tasks share it."""
+        async with self._names_lock:
+            final = self.settings.downloads_dir / await self._unique_name(wanted)
+            await asyncio.to_thread(_move_into_place, scratch, final)
+            return final
+
     async def _unique_name(self, wanted: str) -> str:
         taken = await self.store.filenames_in_use()
         return filenames.unique(self.settings.downloads_dir, wanted, taken)
@@ -387,6 +405,10 @@ class Scheduler:
             produced = (task.result or {}).get("filename")
             if produced and produced != task.filename:
                 paths.append(self.settings.downloads_dir / filenames.sanitise(produced))
+            # A transcode keeps the original download beside its output; both go.
+            source = transcode.source_filename(task.result)
+            if source:
+                paths.append(self.settings.downloads_dir / filenames.sanitise(source))
         for path in paths:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -412,8 +434,8 @@ class Scheduler:
             await asyncio.wait([rt.runner])
 
     async def _remove_processing_output(self, task: Task) -> None:
-        """Hook for processing steps that leave files behind; nothing by default."""
-        return None
+        """Remove what a stopped transcode of this task may have left behind."""
+        await asyncio.to_thread(transcode.remove_scratch, self.settings.downloads_dir, task.task_id)
 
     # -- running -----------------------------------------------------------------------
 

@@ -15,6 +15,8 @@ from progress_server import filenames
 from progress_server.appkeys import SCHEDULER
 from progress_server.auth import Principal
 from progress_server.models import Task, TaskState
+from progress_server.processing.options import InvalidPostProcess, accept_post_process
+from progress_server.processing.tools import MediaTools
 from progress_server.scheduler import NewTask
 from progress_server.web.errors import ApiError, not_found
 
@@ -37,7 +39,11 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def new_task(body: dict[str, Any], idempotency_key: str | None) -> NewTask:
+def new_task(
+    body: dict[str, Any], idempotency_key: str | None, tools: MediaTools | None = None
+) -> NewTask:
+    """The task a request asks for. With `tools`, a transcode this server cannot run (no
+    ffmpeg) is refused too; without, only the post_process options themselves are checked."""
     unknown = sorted(set(body) - _TASK_FIELDS)
     if unknown:
         raise ApiError(422, f"unknown field(s): {', '.join(unknown)}")
@@ -63,9 +69,10 @@ def new_task(body: dict[str, Any], idempotency_key: str | None) -> NewTask:
         options["max_speed_mbps"] = speed
     post_process = body.get("post_process")
     if post_process is not None:
-        if not isinstance(post_process, dict):
-            raise ApiError(422, "'post_process' must be an object")
-        options["post_process"] = post_process
+        try:
+            options["post_process"] = accept_post_process(post_process, tools)
+        except InvalidPostProcess as exc:
+            raise ApiError(422, str(exc)) from exc
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
         raise ApiError(400, "Idempotency-Key must be 1 to 200 characters")
     return NewTask(url, filename, sha256, options, idempotency_key)

@@ -6,7 +6,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from progress_server.appkeys import SCHEDULER, SETTINGS
+from progress_server.appkeys import MEDIA_TOOLS, SCHEDULER, SETTINGS
 from progress_server.models import Task, TaskState
 from progress_server.scheduler import Conflict, Scheduler
 from progress_server.web.auth import principal
@@ -34,7 +34,11 @@ def _unavailable() -> ApiError:
 async def create_download(request: web.Request) -> web.Response:
     who = principal(request)
     scheduler = request.app[SCHEDULER]
-    new = new_task(await json_object(request), request.headers.get("Idempotency-Key"))
+    new = new_task(
+        await json_object(request),
+        request.headers.get("Idempotency-Key"),
+        request.app[MEDIA_TOOLS],
+    )
     if not scheduler.accepting:
         raise _unavailable()
     task, created = await scheduler.submit(who.key_id, new)

@@ -1,0 +1,96 @@
+"""Real media made at test time with ffmpeg's lavfi test sources, and ffprobe to check it.
+
+Small and fast on purpose: MPEG-4 Part 2 and MP3 encode far quicker than H.264, so even the
+60-second clip used to catch a transcode in the act takes a couple of seconds to make.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+HAVE_FFMPEG = shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
+
+
+def _ffmpeg(*args: str) -> None:
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args]
+    subprocess.run(cmd, check=True, timeout=120)
+
+
+def make_video(
+    path: Path, seconds: int = 3, size: str = "320x240", rate: int = 15, audio: bool = True
+) -> Path:
+    """A test-pattern video (MPEG-4 Part 2) with a sine tone (MP3), in the container the
+    file name's extension implies (.mkv, .avi, .mp4)."""
+    args = ["-f", "lavfi", "-i", f"testsrc=duration={seconds}:size={size}:rate={rate}"]
+    if audio:
+        args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}"]
+        args += ["-c:a", "libmp3lame", "-b:a", "64k"]
+    args += ["-c:v", "mpeg4", "-q:v", "10", "-t", str(seconds), str(path)]
+    _ffmpeg(*args)
+    return path
+
+
+def make_audio(path: Path, seconds: int = 2) -> Path:
+    """A sine tone, FLAC-encoded (lossless, so a transcode has real work to do)."""
+    _ffmpeg("-f", "lavfi", "-i", f"sine=frequency=660:duration={seconds}", "-c:a", "flac", str(path))
+    return path
+
+
+def make_corrupt(path: Path) -> Path:
+    """An .mp4 cut off after its first kilobytes: the name of media, not the content."""
+    whole = make_video(path.with_name("whole-" + path.name), seconds=2)
+    path.write_bytes(whole.read_bytes()[:4096])
+    whole.unlink()
+    return path
+
+
+def probe(path: Path) -> dict[str, Any]:
+    """ffprobe's report: {"format": {...}, "streams": [...]}."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    ).stdout
+    report: dict[str, Any] = json.loads(out)
+    return report
+
+
+def codecs(path: Path) -> dict[str, str]:
+    """{"video": codec, "audio": codec} of the file's streams (cover art aside)."""
+    found: dict[str, str] = {}
+    for stream in probe(path)["streams"]:
+        if (stream.get("disposition") or {}).get("attached_pic"):
+            continue
+        found.setdefault(stream["codec_type"], stream["codec_name"])
+    return found
+
+
+def duration(path: Path) -> float:
+    return float(probe(path)["format"]["duration"])
+
+
+def processes_mentioning(text: str, name: str = "ffmpeg") -> list[int]:
+    """PIDs of live `name` processes whose command line contains `text` (from /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            status = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # A zombie has been killed already; it only waits to be reaped.
+        if ") Z " in status:
+            continue
+        if any(os.path.basename(a.decode(errors="replace")) == name for a in argv[:5]) and any(
+            text in a.decode(errors="replace") for a in argv
+        ):
+            pids.append(int(entry.name))
+    return pids
