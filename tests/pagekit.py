@@ -45,7 +45,7 @@ async def log_in(page: Page, base_url: str, key: str) -> None:
     await page.goto(base_url)
     await page.fill("#api_key", key)
     await page.click("form.login-form button[type=submit]")
-    await page.wait_for_selector("#tasks")
+    await page.wait_for_selector("#add-form")
 
 
 def row(page: Page, task_id: str) -> str:

@@ -310,6 +310,8 @@ async def test_screenshots_at_phone_and_desktop_width_in_light_and_dark(
             viewport={"width": width, "height": height}, color_scheme=scheme
         )
         page = await context.new_page()
+        await page.goto(base_url(api))
+        await page.screenshot(path=artifact(f"login-{width}-{scheme}.png"))
         await log_in(page, base_url(api), api.key)
         await wait_live(page)
         downloading = page.locator('tbody.task[data-state="downloading"]')
