@@ -8,6 +8,7 @@ connection, which WAL mode lets run beside the writer. All SQL is parameterised.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -139,7 +140,14 @@ class Store:
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._write_lock:
             started = time.perf_counter()
-            await self.writer.execute("BEGIN IMMEDIATE")
+            try:
+                await self.writer.execute("BEGIN IMMEDIATE")
+            except asyncio.CancelledError:
+                # aiosqlite still runs BEGIN in its thread after we stop waiting for it;
+                # left open, it would make the next writer fail "within a transaction".
+                with contextlib.suppress(aiosqlite.Error):
+                    await self.writer.execute("ROLLBACK")
+                raise
             try:
                 yield self.writer
             except BaseException:
