@@ -82,14 +82,20 @@ class Api:
         events: list[JSON] = page["events"]
         return events
 
-    async def wait_for(self, task_id: str, states: str | Iterable[str], within: float = 60) -> JSON:
+    async def wait_for(
+        self,
+        task_id: str,
+        states: str | Iterable[str],
+        within: float = 60,
+        key: str | None = None,
+    ) -> JSON:
         """Poll the record until its state is one of `states`; fails fast on another end."""
         wanted = {states} if isinstance(states, str) else set(states)
         task: JSON = {}
 
         async def reached() -> bool:
             nonlocal task
-            task = await self.task(task_id)
+            task = await self.task(task_id, key)
             if task["state"] in FINAL and task["state"] not in wanted:
                 raise AssertionError(f"task ended {task['state']}, wanted {wanted}: {task}")
             return task["state"] in wanted
