@@ -37,7 +37,9 @@ def make_video(
 
 def make_audio(path: Path, seconds: int = 2) -> Path:
     """A sine tone, FLAC-encoded (lossless, so a transcode has real work to do)."""
-    _ffmpeg("-f", "lavfi", "-i", f"sine=frequency=660:duration={seconds}", "-c:a", "flac", str(path))
+    _ffmpeg(
+        "-f", "lavfi", "-i", f"sine=frequency=660:duration={seconds}", "-c:a", "flac", str(path)
+    )
     return path
 
 
@@ -52,7 +54,16 @@ def make_corrupt(path: Path) -> Path:
 def probe(path: Path) -> dict[str, Any]:
     """ffprobe's report: {"format": {...}, "streams": [...]}."""
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+            str(path),
+        ],
         check=True,
         capture_output=True,
         timeout=60,
