@@ -409,9 +409,8 @@ class Scheduler:
             source = transcode.source_filename(task.result)
             if source:
                 paths.append(self.settings.downloads_dir / filenames.sanitise(source))
-        for path in paths:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        # In a thread: unlinking a multi-gigabyte file can hold the loop for a while.
+        await asyncio.to_thread(_unlink_all, paths)
         await self._remove_processing_output(task)
         await self.store.delete_task(task.task_id)
         self.bus.snapshots.remove(task.task_id)
@@ -470,7 +469,6 @@ class Scheduler:
         task = rt.task
         try:
             path, digest = await self._download_phase(rt)
-            self._release_slot(rt)
             await self._processing_phase(rt, path, digest)
         except asyncio.CancelledError:
             if rt.stop_reason is None:
@@ -527,6 +525,9 @@ class Scheduler:
             downloaded_bytes=size,
             total_bytes=size,
         )
+        # Only now: a slot freed earlier would let the next task show `downloading` while
+        # this one still does, more at once than --max-concurrent says.
+        self._release_slot(rt)
         ctx = await self.pipeline.run(ProcessingContext(task, path, digest, rt))
         final_size = ctx.path.stat().st_size
         body = completed_body(ctx.path.name, final_size, ctx.duration_seconds, **ctx.extra)
@@ -634,6 +635,12 @@ class Scheduler:
     @property
     def active_downloads(self) -> int:
         return sum(1 for rt in self._running.values() if rt.holds_slot)
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def _move_into_place(part: Path, final: Path) -> None:
