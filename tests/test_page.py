@@ -18,6 +18,7 @@ from playwright.async_api import Browser, Page, WebSocketRoute, expect
 
 from tests.apiclient import Api
 from tests.conftest import MakeApi
+from tests.media import HAVE_FFMPEG, make_video
 from tests.origins import Origin, payload_sha256
 from tests.pagekit import WAIT_MS, artifact, bar_value, chromium, log_in, row, watch_bar
 from tests.serverproc import ServerProcess, create_key
@@ -336,3 +337,49 @@ async def test_screenshots_at_phone_and_desktop_width_in_light_and_dark(
         backgrounds.add(await page.evaluate("getComputedStyle(document.body).backgroundColor"))
         await context.close()
     assert len(backgrounds) == 2, "dark mode looks the same as light mode"
+
+
+@pytest.mark.skipif(not HAVE_FFMPEG, reason="transcoding needs ffmpeg and ffprobe")
+async def test_a_transcode_shows_processing_then_the_produced_file(
+    make_api: MakeApi, tmp_path: Path, page: Page
+) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    make_video(media / "clip.mkv", seconds=40)
+    api = await make_api()
+    async with Origin(media_dir=media) as origin:
+        await log_in(page, base_url(api), api.key)
+        await wait_live(page)
+        # Every state the row passes through, however briefly.
+        await page.evaluate(
+            """() => {
+                window.__states = [];
+                window.__processing = [];
+                new MutationObserver((changes) => {
+                    for (const c of changes) {
+                        const task = c.target.closest ? c.target.closest('tbody.task') : null;
+                        if (c.type === 'attributes') window.__states.push(task.dataset.state);
+                        else if (task && task.dataset.state === 'processing'
+                                 && c.target.dataset.field === 'percentage') {
+                            window.__processing.push(c.target.textContent);
+                        }
+                    }
+                }).observe(document.getElementById('tasks'), {
+                    subtree: true, childList: true,
+                    attributes: true, attributeFilter: ['data-state'],
+                });
+            }"""
+        )
+        await page.fill("#add-url", origin.url("/media/clip.mkv"))
+        await page.select_option("#add-preset", "mp4")
+        await page.click("#add-form button[type=submit]")
+        task_row = page.locator("tbody.task").first
+        await expect(task_row).to_have_attribute("data-state", "completed", timeout=120_000)
+        await expect(task_row.locator('[data-field="name"]')).to_have_text(re.compile(r"\.mp4$"))
+        assert "processing" in await page.evaluate("window.__states")
+        # How far the transcode got is shown while it runs.
+        shown = await page.evaluate("window.__processing")
+        assert any(re.fullmatch(r"\d+\.\d %", text) for text in shown), shown
+        task_id = await task_row.get_attribute("data-task-id")
+        record = await api.task(str(task_id))
+        assert record["result"]["filename"].endswith(".mp4")

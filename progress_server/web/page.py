@@ -13,7 +13,14 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from progress_server.appkeys import BUS, KEYRING, LOGIN_LIMITER, SCHEDULER, SESSIONS
+from progress_server.appkeys import (
+    BUS,
+    KEYRING,
+    LOGIN_LIMITER,
+    MEDIA_TOOLS,
+    SCHEDULER,
+    SESSIONS,
+)
 from progress_server.auth import Principal
 from progress_server.resources import templates_dir
 from progress_server.scheduler import Conflict
@@ -193,7 +200,8 @@ async def add_download(request: web.Request) -> web.Response:
         body["filename"] = filename
     if preset := _field(form, "preset"):
         body["post_process"] = {"transcode": preset}
-    new = new_task(body, None)
+    # With the server's media tools, a transcode it cannot run is refused now, not later.
+    new = new_task(body, None, request.app[MEDIA_TOOLS])
     scheduler = request.app[SCHEDULER]
     if not scheduler.accepting:
         raise ApiError(503, "the server is shutting down", "unavailable")
