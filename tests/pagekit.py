@@ -65,17 +65,38 @@ async def bar_value(page: Page, task_id: str) -> float | None:
     return None if value is None else float(value)
 
 
-async def watch_bar(page: Page, task_id: str, until_state: str, within: float = 60) -> list[float]:
-    """Every distinct bar value seen until the row shows `until_state`."""
+async def geometry(page: Page, task_id: str) -> list[int]:
+    """Where the row's cells sit (left edge and width of each) and how tall the row is."""
+    boxes: list[int] = await page.evaluate(
+        """(sel) => {
+            const main = document.querySelector(sel + ' tr.main');
+            const cells = [...main.children].flatMap((cell) => {
+                const box = cell.getBoundingClientRect();
+                return [Math.round(box.left), Math.round(box.width)];
+            });
+            return [...cells, Math.round(main.getBoundingClientRect().height)];
+        }""",
+        row(page, task_id),
+    )
+    return boxes
+
+
+async def watch_bar(
+    page: Page, task_id: str, until_state: str, within: float = 60
+) -> tuple[list[float], set[tuple[int, ...]]]:
+    """Every distinct bar value seen until the row shows `until_state`, and every layout of
+    the row seen meanwhile (see `geometry`)."""
     seen: list[float] = []
+    layouts: set[tuple[int, ...]] = set()
     deadline = time.monotonic() + within
     while True:
         value = await bar_value(page, task_id)
         if value is not None and (not seen or seen[-1] != value):
             seen.append(value)
+            layouts.add(tuple(await geometry(page, task_id)))
         state = await page.get_attribute(row(page, task_id), "data-state", timeout=WAIT_MS)
         if state == until_state:
-            return seen
+            return seen, layouts
         if time.monotonic() > deadline:
             raise AssertionError(f"row never reached {until_state} (is {state}); bar: {seen}")
         await page.wait_for_timeout(50)

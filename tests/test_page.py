@@ -91,10 +91,12 @@ async def test_add_through_the_form_and_watch_it_complete_without_reloading(
     await expect(new_row).to_have_count(1, timeout=WAIT_MS)
     task_id = await new_row.get_attribute("data-task-id")
     assert task_id
-    values = await watch_bar(page, task_id, "completed", within=90)
+    values, layouts = await watch_bar(page, task_id, "completed", within=90)
     moving = [v for v in values if 0 < v < 100]
     assert len(moving) >= 2, f"the bar never moved on screen: {values}"
     assert moving == sorted(moving)
+    # Changing numbers never shift the columns or the row's height.
+    assert len(layouts) == 1, layouts
     assert await bar_value(page, task_id) == 100
 
     done = page.locator(row(page, task_id))

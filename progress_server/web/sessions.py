@@ -59,6 +59,8 @@ class SessionStore:
         """A new session for this key: (cookie token, session)."""
         token = secrets.token_urlsafe(32)
         now = time.time()
+        # Expired sessions leave memory here and SQLite at the next start (Store.live_sessions).
+        self._by_hash = {h: s for h, s in self._by_hash.items() if s.expires_at > now}
         session = Session(_hash(token), key_id, secrets.token_urlsafe(32), now + self._lifetime)
         await self._store.insert_session(
             SessionRow(session.token_hash, key_id, session.csrf_token, now, session.expires_at)
