@@ -7,8 +7,11 @@ every API test repeats: a Bearer key, submitting a task and waiting for a state.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientResponse
@@ -128,6 +131,16 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"after {within}s: {message()}")
         await asyncio.sleep(interval)
+
+
+@contextmanager
+def read_only_db(path: str | Path) -> Iterator[sqlite3.Connection]:
+    """The server's real SQLite file, opened read-only beside the running server."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        yield db
+    finally:
+        db.close()
 
 
 def assert_error(body: Any, error_type: str | None = None) -> None:

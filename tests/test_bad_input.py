@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import uuid
 from typing import Any
 
 import pytest
 
-from tests.apiclient import Api, assert_error
+from tests.apiclient import Api, assert_error, read_only_db
 from tests.origins import Origin
 
 GOOD_URL = "http://127.0.0.1:9/file"
 
 
 def stored_task_count(api: Api) -> int:
-    with sqlite3.connect(f"file:{api.store_path}?mode=ro", uri=True) as db:
+    with read_only_db(api.store_path) as db:
         return int(db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0])
 
 
