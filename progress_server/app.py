@@ -87,7 +87,6 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     loop_lag = LoopLagMonitor()
     app[LOOP_LAG] = loop_lag
-    loop_lag.start()
     store = Store(settings.db_path)
     await store.open()
     bus = EventBus(store, SnapshotCache())
@@ -122,6 +121,8 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     app[METRICS] = metrics
     metrics.start()
     await scheduler.start()
+    # Measured from here: start-up (migrations, thread start-up) is not serving anyone.
+    loop_lag.start()
     try:
         yield
     finally:
