@@ -144,8 +144,7 @@ class Downloader:
     ) -> TransferOutcome:
         offset = 0
         if task.filename is not None:
-            part = self.part_path(task.filename)
-            offset = part.stat().st_size if part.exists() else 0
+            offset = await asyncio.to_thread(_size_or_zero, self.part_path(task.filename))
         if offset > 0 and not (task.etag or task.last_modified):
             await observer.restarted_from_zero("origin gave no validator to resume against")
             offset = 0
@@ -289,7 +288,7 @@ class Downloader:
             task.filename = await observer.choose_filename(
                 response.headers.get("Content-Disposition")
             )
-        self._check_disk(total, offset)
+        await self._check_disk(total, offset)
         await observer.response_started(offset, total, task.etag, task.last_modified)
         part = PartFile(self.part_path(task.filename))
         try:
@@ -350,7 +349,7 @@ class Downloader:
                 )
             if size >= next_disk_check:
                 next_disk_check = size + DISK_CHECK_BYTES
-                self._check_disk(total, size)
+                await self._check_disk(total, size)
             await observer.received(len(chunk))
             if throttle.limited:
                 await throttle.take(len(chunk))
@@ -368,16 +367,28 @@ class Downloader:
             await part.close()
         return TransferOutcome(part.path, part.size, digest)
 
-    def _check_disk(self, total: int | None, written: int) -> None:
-        downloads = self.settings.downloads_dir
-        downloads.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(downloads).free
+    async def _check_disk(self, total: int | None, written: int) -> None:
+        # In a thread like every other file-system call here: on a busy disk even a
+        # statvfs can wait.
+        free = await asyncio.to_thread(_free_bytes, self.settings.downloads_dir)
         needed = max((total or 0) - written, 0) + self.settings.min_free_bytes
         if free < needed:
             raise DownloadError(
                 ErrorType.DISK_ERROR,
                 f"not enough free disk space: {free} bytes free, {needed} needed",
             )
+
+
+def _size_or_zero(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _free_bytes(directory: Path) -> int:
+    directory.mkdir(parents=True, exist_ok=True)
+    return shutil.disk_usage(directory).free
 
 
 def _describe(exc: BaseException) -> str:

@@ -29,7 +29,9 @@ async def _most_at_once(api: Api, task_ids: list[str]) -> int:
     most = 0
     deadline = time.monotonic() + 60
     while True:
-        states = [(await api.task(t))["state"] for t in task_ids]
+        # One listing, so every state is read at the same moment.
+        listed = {t["task_id"]: t["state"] for t in await api.tasks("?limit=500")}
+        states = [listed[t] for t in task_ids]
         most = max(most, states.count("downloading"))
         if all(s == "completed" for s in states):
             return most

