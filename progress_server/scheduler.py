@@ -79,6 +79,7 @@ class RunningTask:
         self.transferring = False
         self._last_progress: JSON | None = None
         self._last_processing_report = float("-inf")
+        self._last_processing: JSON | None = None
 
     # -- TransferObserver ------------------------------------------------------------
 
@@ -146,8 +147,12 @@ class RunningTask:
         interval = self.scheduler.settings.progress_interval
         if now - self._last_processing_report < interval and percentage != 100.0:
             return
+        report = {"step": step, "percentage": percentage, "eta_seconds": eta_seconds}
+        if report == self._last_processing:
+            return
         self._last_processing_report = now
-        body = {"processing": {"step": step, "percentage": percentage, "eta_seconds": eta_seconds}}
+        self._last_processing = report
+        body = {"processing": report}
         await self.scheduler.bus.publish(
             EventName.PROCESSING,
             self.task.task_id,

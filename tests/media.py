@@ -51,6 +51,26 @@ def make_corrupt(path: Path) -> Path:
     return path
 
 
+def library(folder: Path) -> Path:
+    """The standard test media in `folder`, made once (later calls reuse the files):
+    clip.mkv (3 s video with audio), silent.mkv (2 s, no audio), tone.flac (2 s audio),
+    broken.mp4 (corrupt), long.mkv (60 s, 640x360: a transcode that takes a while)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted = {
+        "clip.mkv": lambda p: make_video(p, seconds=3),
+        "silent.mkv": lambda p: make_video(p, seconds=2, audio=False),
+        "tone.flac": lambda p: make_audio(p, seconds=2),
+        "broken.mp4": make_corrupt,
+        "long.mkv": lambda p: make_video(p, seconds=60, size="640x360", rate=25),
+    }
+    for name, make in wanted.items():
+        if not (folder / name).exists():
+            # Made under a temporary name, so a half-made file is never taken for a whole one.
+            made = make(folder / f"making-{name}")
+            made.rename(folder / name)
+    return folder
+
+
 def probe(path: Path) -> dict[str, Any]:
     """ffprobe's report: {"format": {...}, "streams": [...]}."""
     out = subprocess.run(

@@ -10,6 +10,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,7 @@ from tests.media import (
     HAVE_FFMPEG,
     codecs,
     duration,
-    make_audio,
-    make_corrupt,
-    make_video,
+    library,
     processes_mentioning,
 )
 from tests.origins import Origin
@@ -33,14 +32,7 @@ pytestmark = pytest.mark.skipif(not HAVE_FFMPEG, reason="needs ffmpeg and ffprob
 
 @pytest.fixture(scope="module")
 def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("media")
-    make_video(folder / "clip.mkv", seconds=3)
-    make_video(folder / "silent.mkv", seconds=2, audio=False)
-    make_audio(folder / "tone.flac", seconds=2)
-    make_corrupt(folder / "broken.mp4")
-    # Long and large enough that an H.264 transcode runs for seconds on a fast machine.
-    make_video(folder / "long.mkv", seconds=60, size="640x360", rate=25)
-    return folder
+    return library(tmp_path_factory.getbasetemp() / "media")
 
 
 @pytest.fixture
@@ -159,12 +151,52 @@ async def test_mp3_transcode_reports_progress_and_describes_the_produced_file(
     # The original stays beside it; nothing half-written is left behind.
     assert (downloads(api) / "clip.mkv").is_file()
     assert sorted(p.name for p in downloads(api).iterdir()) == ["clip.mkv", "clip.mp3"]
-    # Processing progress travels live but is not stored tick by tick.
-    stored = [e for e in await api.events(task["task_id"]) if "processing" in e]
-    assert len(stored) < len(steps) or len(steps) <= 2
     resp = await api.call("GET", f"/api/downloads/{task['task_id']}/file")
     assert resp.status == 200
     assert await resp.read() == produced.read_bytes()
+
+
+async def test_transcode_progress_rises_live_to_100_while_other_downloads_go_on(
+    make_api: MakeApi, media_origin: Origin
+) -> None:
+    api = await make_api(max_concurrent=1)
+    reports: list[dict[str, Any]] = []
+    async with api.client.ws_connect("/api/progress/ws", headers=api.auth()) as ws:
+        await ws.send_json({"action": "subscribe", "task_id": "*"})
+        slow = await api.submit(
+            media_origin.url("/media/long.mkv"), post_process={"transcode": "mp4"}
+        )
+        await wait_ffmpeg(api)
+        # A long transcode neither holds a download slot nor delays the next task's
+        # completion (probing does not queue behind transcodes).
+        quick = await api.submit(media_origin.url("/media/tone.flac"))
+        await api.wait_for(quick["task_id"], "completed")
+        assert (await api.task(slow["task_id"]))["state"] == "processing"
+
+        async with asyncio.timeout(180):
+            async for message in ws:
+                event = json.loads(message.data)
+                if event.get("task_id") != slow["task_id"]:
+                    continue
+                if "processing" in event:
+                    at = datetime.fromisoformat(event["timestamp"]).timestamp()
+                    reports.append({**event["processing"], "at": at})
+                if event["event"] in ("download.completed", "download.error"):
+                    assert event["event"] == "download.completed", event
+                    break
+    percentages = [r["percentage"] for r in reports]
+    assert percentages == sorted(percentages), percentages
+    assert percentages[0] == 0.0 and percentages[-1] == 100.0
+    # A transcode of a minute of 640x360 H.264 takes seconds: there is progress in between.
+    assert len([p for p in percentages if 0 < p < 100]) >= 2, percentages
+    assert all(isinstance(r["eta_seconds"], int) for r in reports[1:]), reports
+    assert reports[-1]["eta_seconds"] == 0
+    # Throttled like download progress (--progress-interval 0.25 s), by the server's clock.
+    span = reports[-1]["at"] - reports[0]["at"]
+    assert len(reports) <= span / 0.25 + 3, (span, len(reports))
+    # Live only: the history keeps the lifecycle, not every tick.
+    stored = [e for e in await api.events(slow["task_id"]) if "processing" in e]
+    assert stored == []
 
 
 async def test_mp4_transcode_makes_h264_and_aac(api: Api, media_origin: Origin) -> None:
@@ -262,16 +294,3 @@ async def test_cancel_mid_transcode_stops_ffmpeg_and_removes_its_output(
     assert [p.name for p in downloads(api).iterdir()] == ["long.mkv"]
     names = [e["event"] for e in await api.events(task["task_id"])]
     assert names[-1] == "download.cancelled" and "download.completed" not in names
-
-
-async def test_long_transcode_does_not_hold_up_downloads(
-    make_api: MakeApi, media_origin: Origin
-) -> None:
-    api = await make_api(max_concurrent=1)
-    slow = await api.submit(media_origin.url("/media/long.mkv"), post_process={"transcode": "mp4"})
-    await wait_ffmpeg(api)
-    quick = await api.submit(media_origin.url("/media/tone.flac"))
-    await api.wait_for(quick["task_id"], "completed")
-    # Still transcoding: the download neither waited for it nor shared its slot.
-    assert (await api.task(slow["task_id"]))["state"] == "processing"
-    await api.json("POST", f"/api/downloads/{slow['task_id']}/cancel")

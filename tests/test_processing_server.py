@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from tests.apiclient import eventually
-from tests.media import HAVE_FFMPEG, codecs, make_video, processes_mentioning
+from tests.media import HAVE_FFMPEG, codecs, library, processes_mentioning
 from tests.origins import Origin
 from tests.serverproc import ServerProcess, create_key
 from tests.test_hooks import HOOK_SCRIPT, SECRET, Receiver
@@ -22,10 +22,7 @@ pytestmark = pytest.mark.skipif(not HAVE_FFMPEG, reason="needs ffmpeg and ffprob
 
 @pytest.fixture(scope="module")
 def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("media")
-    make_video(folder / "clip.mkv", seconds=3)
-    make_video(folder / "long.mkv", seconds=60, size="640x360", rate=25)
-    return folder
+    return library(tmp_path_factory.getbasetemp() / "media")
 
 
 @pytest.fixture

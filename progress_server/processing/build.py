@@ -22,6 +22,8 @@ def build_pipeline(settings: Settings, tools: MediaTools | None = None) -> Pipel
         [
             VerifyChecksum(),
             ProbeMedia(prober),
-            Transcode(tools, prober, settings.downloads_dir, transcodes),
+            Transcode(
+                tools, prober, settings.downloads_dir, transcodes, settings.progress_interval
+            ),
         ]
     )

@@ -79,12 +79,20 @@ class Transcode:
     name = STEP
 
     def __init__(
-        self, tools: MediaTools, prober: Prober, downloads_dir: Path, slots: asyncio.Semaphore
+        self,
+        tools: MediaTools,
+        prober: Prober,
+        downloads_dir: Path,
+        slots: asyncio.Semaphore,
+        report_every: float = 0.5,
     ) -> None:
         self.tools = tools
         self.prober = prober
         self.downloads_dir = downloads_dir
         self.slots = slots
+        # ffmpeg's own reporting period; by default it reports every half second, twice
+        # as slow as the default --progress-interval.
+        self.report_every = max(report_every, 0.1)
 
     async def run(self, ctx: ProcessingContext) -> None:
         preset = ctx.options.transcode
@@ -123,7 +131,8 @@ class Transcode:
             *self.tools.guard,
             self.tools.ffmpeg,
             *("-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"),
-            *("-progress", "pipe:1", "-y", "-i", str(ctx.path)),
+            *("-progress", "pipe:1", "-stats_period", f"{self.report_every:g}"),
+            *("-y", "-i", str(ctx.path)),
             *preset.args,
             str(scratch),
         ]
