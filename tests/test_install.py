@@ -1,0 +1,121 @@
+"""A non-editable install works: the wheel carries the migrations, templates and static files.
+
+Built from a copy of the sources so that the build's `build/` and `*.egg-info` never land in
+the working tree; installed with `--target` and run with the checkout out of reach.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.serverproc import REPO_ROOT, free_port
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_SOURCES = ("pyproject.toml", "README.md", "progress_server", "migrations", "static")
+
+
+def _run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kwargs)
+    assert result.returncode == 0, f"{cmd}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    src = tmp_path_factory.mktemp("src")
+    for name in _SOURCES:
+        origin = REPO_ROOT / name
+        if origin.is_dir():
+            shutil.copytree(origin, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif origin.exists():
+            shutil.copy2(origin, src / name)
+    out = tmp_path_factory.mktemp("wheel")
+    pip = [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--quiet"]
+    if importlib.util.find_spec("wheel") is not None:
+        # Offline and quicker: the build backend already installed is good enough here.
+        pip.append("--no-build-isolation")
+    _run([*pip, "-w", str(out)], cwd=src)
+    (built,) = out.glob("progress_server-*.whl")
+    return built
+
+
+def shipped_files(directory: str, suffixes: tuple[str, ...]) -> list[str]:
+    folder = REPO_ROOT / directory
+    return sorted(p.name for p in folder.iterdir() if p.suffix in suffixes)
+
+
+def test_wheel_contains_code_migrations_templates_and_static(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "progress_server/migrations/0001_initial.sql" in names
+    for migration in shipped_files("migrations", (".sql",)):
+        assert f"progress_server/migrations/{migration}" in names
+    for template in shipped_files("progress_server/templates", (".html",)):
+        assert f"progress_server/templates/{template}" in names
+    for asset in shipped_files("static", (".js", ".css", ".svg", ".ico")):
+        assert f"progress_server/static/{asset}" in names
+    # Every module of the source tree, subpackages included.
+    for module in (REPO_ROOT / "progress_server").rglob("*.py"):
+        relative = module.relative_to(REPO_ROOT).as_posix()
+        assert relative in names, f"{relative} is missing from the wheel"
+
+
+def test_installed_copy_serves_with_the_checkout_out_of_reach(wheel: Path, tmp_path: Path) -> None:
+    target = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]
+    _run([*pip, "--target", str(target), str(wheel)])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(target)
+    where = _run(
+        [sys.executable, "-c", "import progress_server; print(progress_server.__file__)"],
+        cwd=elsewhere,
+        env=env,
+    )
+    assert where.stdout.strip().startswith(str(target)), where.stdout
+
+    data = tmp_path / "data"
+    port = free_port()
+    log = (tmp_path / "server.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "progress_server", "serve", "--port", str(port), "--data-dir", data],
+        cwd=elsewhere,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert _get(f"http://127.0.0.1:{port}/healthz", server) == 200
+        # The status page renders from the packaged templates.
+        assert _get(f"http://127.0.0.1:{port}/", server) == 200
+    finally:
+        server.terminate()
+        server.wait(15)
+        log.close()
+    assert server.returncode == 0, (tmp_path / "server.log").read_text()
+
+
+def _get(url: str, server: subprocess.Popen[bytes]) -> int:
+    deadline = time.monotonic() + 30
+    while True:
+        assert server.poll() is None, "the installed server exited"
+        try:
+            with _NO_PROXY.open(url, timeout=2) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except (urllib.error.URLError, OSError):
+            assert time.monotonic() < deadline, f"{url} never answered"
+            time.sleep(0.1)
