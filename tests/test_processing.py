@@ -294,3 +294,25 @@ async def test_cancel_mid_transcode_stops_ffmpeg_and_removes_its_output(
     assert [p.name for p in downloads(api).iterdir()] == ["long.mkv"]
     names = [e["event"] for e in await api.events(task["task_id"])]
     assert names[-1] == "download.cancelled" and "download.completed" not in names
+
+
+async def test_transcodes_beyond_max_processing_wait_their_turn(
+    make_api: MakeApi, media_origin: Origin
+) -> None:
+    api = await make_api(max_processing=1)
+    first = await api.submit(media_origin.url("/media/long.mkv"), post_process={"transcode": "mp4"})
+    await wait_ffmpeg(api)
+    second = await api.submit(
+        media_origin.url("/media/clip.mkv"), post_process={"transcode": "mp4"}
+    )
+
+    await api.wait_for(second["task_id"], "processing")
+    # Downloaded and waiting in `processing`, with no ffmpeg of its own while the first runs
+    # (watched for a while: unlimited, its ffmpeg would start right after probing).
+    for _ in range(20):
+        assert len(processes_mentioning(str(downloads(api)))) == 1
+        assert not list(downloads(api).glob(f".{second['task_id']}.*"))
+        await asyncio.sleep(0.05)
+    await api.json("POST", f"/api/downloads/{first['task_id']}/cancel")
+    done = await api.wait_for(second["task_id"], "completed")
+    assert done["filename"] == "clip.mp4"
