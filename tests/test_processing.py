@@ -200,10 +200,15 @@ async def test_transcode_progress_rises_live_to_100_while_other_downloads_go_on(
 
 
 async def test_mp4_transcode_makes_h264_and_aac(api: Api, media_origin: Origin) -> None:
-    task = await api.submit(media_origin.url("/media/clip.mkv"), post_process={"transcode": "mp4"})
+    # A name ffmpeg could misread (an option's dash, a URL's '#' and '%') is just a name.
+    task = await api.submit(
+        media_origin.url("/media/clip.mkv"),
+        filename="-my clip #1 100%.mkv",
+        post_process={"transcode": "mp4"},
+    )
     done = await api.wait_for(task["task_id"], "completed")
-    produced = downloads(api) / "clip.mp4"
-    assert done["filename"] == done["result"]["filename"] == "clip.mp4"
+    produced = downloads(api) / "-my clip #1 100%.mp4"
+    assert done["filename"] == done["result"]["filename"] == produced.name
     assert codecs(produced) == {"video": "h264", "audio": "aac"}
     assert done["result"]["duration_seconds"] == 3
     assert done["result"]["media"]["container"] == "mp4"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from progress_server.processing.media import MediaInfo, media_info
 from progress_server.processing.pipeline import ProcessingContext
-from progress_server.processing.processes import run_tool
+from progress_server.processing.processes import as_file_url, run_tool
 from progress_server.processing.tools import MediaTools
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,7 @@ class Prober:
             "json",
             "-show_format",
             "-show_streams",
-            "--",
-            str(path),
+            as_file_url(path),
         ]
         try:
             async with asyncio.timeout(PROBE_TIMEOUT):

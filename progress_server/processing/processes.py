@@ -32,6 +32,12 @@ class Finished:
         return lines[-1][:300] if lines else f"exit status {self.returncode}"
 
 
+def as_file_url(path: Path) -> str:
+    """A path as ffmpeg must be given it: `file:` and absolute, so that no file name (one
+    starting with '-', or one like 'concat:a|b') is ever read as an option or a protocol."""
+    return "file:" + str(path.resolve())
+
+
 async def run_tool(
     argv: Sequence[str],
     *,

@@ -20,7 +20,7 @@ from progress_server.models import JSON, ErrorType
 from progress_server.processing.pipeline import ProcessingContext, ProcessingError
 from progress_server.processing.presets import Preset
 from progress_server.processing.probe import Prober
-from progress_server.processing.processes import run_tool
+from progress_server.processing.processes import as_file_url, run_tool
 from progress_server.processing.tools import MediaTools
 
 log = logging.getLogger(__name__)
@@ -132,9 +132,9 @@ class Transcode:
             self.tools.ffmpeg,
             *("-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"),
             *("-progress", "pipe:1", "-stats_period", f"{self.report_every:g}"),
-            *("-y", "-i", str(ctx.path)),
+            *("-y", "-i", as_file_url(ctx.path)),
             *preset.args,
-            str(scratch),
+            as_file_url(scratch),
         ]
         reader = ProgressReader(duration, time.monotonic())
 
