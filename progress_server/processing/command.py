@@ -26,7 +26,8 @@ def hook_environment(event: Event, task: Task | None, downloads_dir: Path) -> di
         "TASK_ID": event.task_id,
         "STATE": event.state.value,
         "EVENT": json.dumps(event.to_wire()),
-        "FILE": str(downloads_dir / filename) if filename else "",
+        # Absolute: the command runs in the downloads folder, and --data-dir may be relative.
+        "FILE": str((downloads_dir / filename).absolute()) if filename else "",
         "FILENAME": filename or "",
         # Not _URL: the CLI client reads PROGRESS_SERVER_URL as the server to talk to.
         "TASK_URL": task.url if task else "",
