@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from typing import Any
 
 from tests.apiclient import Api, eventually
@@ -102,7 +103,8 @@ async def test_batch_polling(api: Api, origin: Origin) -> None:
     foreign = await api.submit(origin.url(size=1000, seed=3), key=other_key)
     for task in (one, two):
         await api.wait_for(task["task_id"], "completed")
-    ids = [one["task_id"], two["task_id"], foreign["task_id"], "not-a-task", one["task_id"]]
+    unknown = str(uuid.uuid4())
+    ids = [one["task_id"], two["task_id"], foreign["task_id"], unknown, one["task_id"]]
     query = "&".join(f"task_id={i}" for i in ids)
     resp = await api.call("GET", f"/api/progress?{query}")
     assert resp.status == 200

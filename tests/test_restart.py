@@ -16,13 +16,15 @@ from typing import Any
 
 import aiohttp
 import pytest
+from click.testing import CliRunner
 
+from progress_server.cli import main
 from tests.apiclient import eventually, read_only_db
 from tests.origins import Origin, payload_sha256
-from tests.serverproc import ServerProcess, create_key
+from tests.serverproc import ServerProcess
 
 SIZE = 4_000_000
-RATE = 1_000_000
+RATE = 2_000_000
 
 
 class Client:
@@ -77,7 +79,12 @@ class Client:
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[Client]:
     data = tmp_path / "data"
-    key = await asyncio.to_thread(create_key, data, "restart")
+    # The CLI's own code in-process: a second interpreter would only add start-up time.
+    made = await asyncio.to_thread(
+        CliRunner().invoke, main, ["keys", "create", "restart", "--data-dir", str(data)]
+    )
+    assert made.exit_code == 0, made.output
+    key = made.stdout.strip().splitlines()[-1]
     server = ServerProcess(data)
     await asyncio.to_thread(server.start)
     try:
