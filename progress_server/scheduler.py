@@ -268,13 +268,6 @@ class Scheduler:
 
     async def submit(self, owner_key_id: int, new: NewTask) -> tuple[Task, bool]:
         """Create a task, or return the one an Idempotency-Key already names (created=False)."""
-        if new.idempotency_key:
-            existing = await self.store.task_by_idempotency_key(
-                owner_key_id, new.idempotency_key, time.time() - IDEMPOTENCY_WINDOW
-            )
-            if existing is not None:
-                return existing, False
-            await self.store.clear_idempotency_key(owner_key_id, new.idempotency_key)
         now = time.time()
         task = Task(
             task_id=str(uuid.uuid4()),
@@ -289,6 +282,15 @@ class Scheduler:
             options=new.options or {},
         )
         async with self._names_lock:
+            # Looked up under the lock that also covers the insert: two requests carrying one
+            # Idempotency-Key at once must get one task, not a UNIQUE violation.
+            if new.idempotency_key:
+                existing = await self.store.task_by_idempotency_key(
+                    owner_key_id, new.idempotency_key, now - IDEMPOTENCY_WINDOW
+                )
+                if existing is not None:
+                    return existing, False
+                await self.store.clear_idempotency_key(owner_key_id, new.idempotency_key)
             if new.filename:
                 task.filename = await self._unique_name(new.filename)
 

@@ -378,3 +378,17 @@ async def test_idempotency_keys_are_per_api_key(api: Api, origin: Origin) -> Non
     theirs = await api.call("POST", "/api/downloads", json=body, headers=headers, key=other_key)
     assert mine.status == theirs.status == 201
     assert (await mine.json())["task_id"] != (await theirs.json())["task_id"]
+
+
+async def test_concurrent_requests_with_one_idempotency_key_make_one_task(
+    api: Api, origin: Origin
+) -> None:
+    body = {"url": origin.url(size=1000)}
+    headers = {"Idempotency-Key": "double-click"}
+    responses = await asyncio.gather(
+        *(api.call("POST", "/api/downloads", json=body, headers=headers) for _ in range(5))
+    )
+    assert sorted(r.status for r in responses) == [200, 200, 200, 200, 201]
+    ids = {(await r.json())["task_id"] for r in responses}
+    assert len(ids) == 1
+    assert [t["task_id"] for t in await api.tasks()] == list(ids)
