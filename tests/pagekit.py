@@ -102,6 +102,25 @@ async def watch_bar(
         await page.wait_for_timeout(50)
 
 
+async def record_live_status(page: Page) -> None:
+    """From now on, keep every text the connection indicator shows (see `live_history`)."""
+    await page.evaluate(
+        """() => {
+            const live = document.getElementById('live');
+            window.__live = [];
+            new MutationObserver(() => {
+                window.__live.push(live.dataset.mode + ': ' + live.textContent.trim());
+            }).observe(live, {subtree: true, childList: true, characterData: true,
+                              attributes: true});
+        }"""
+    )
+
+
+async def live_history(page: Page) -> list[str]:
+    history: list[str] = await page.evaluate("window.__live")
+    return history
+
+
 def artifact(name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS / name
