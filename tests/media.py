@@ -43,6 +43,17 @@ def make_audio(path: Path, seconds: int = 2) -> Path:
     return path
 
 
+def make_song_with_cover(path: Path, seconds: int = 2) -> Path:
+    """An MP3 with cover art: a one-picture "video" stream that is not a video."""
+    _ffmpeg(
+        *("-f", "lavfi", "-i", f"sine=frequency=550:duration={seconds}"),
+        *("-f", "lavfi", "-i", "testsrc=size=64x64:duration=1", "-frames:v", "1"),
+        *("-map", "0:a", "-map", "1:v", "-c:a", "libmp3lame", "-c:v", "png"),
+        *("-disposition:v", "attached_pic", "-id3v2_version", "3", str(path)),
+    )
+    return path
+
+
 def make_corrupt(path: Path) -> Path:
     """An .mp4 cut off after its first kilobytes: the name of media, not the content."""
     whole = make_video(path.with_name("whole-" + path.name), seconds=2)
@@ -54,12 +65,14 @@ def make_corrupt(path: Path) -> Path:
 def library(folder: Path) -> Path:
     """The standard test media in `folder`, made once (later calls reuse the files):
     clip.mkv (3 s video with audio), silent.mkv (2 s, no audio), tone.flac (2 s audio),
-    broken.mp4 (corrupt), long.mkv (60 s, 640x360: a transcode that takes a while)."""
+    song.mp3 (2 s, with cover art), broken.mp4 (corrupt), long.mkv (60 s, 640x360: a
+    transcode that takes a while)."""
     folder.mkdir(parents=True, exist_ok=True)
     wanted = {
         "clip.mkv": lambda p: make_video(p, seconds=3),
         "silent.mkv": lambda p: make_video(p, seconds=2, audio=False),
         "tone.flac": lambda p: make_audio(p, seconds=2),
+        "song.mp3": make_song_with_cover,
         "broken.mp4": make_corrupt,
         "long.mkv": lambda p: make_video(p, seconds=60, size="640x360", rate=25),
     }

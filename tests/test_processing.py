@@ -91,6 +91,14 @@ async def test_audio_result_has_its_duration_and_no_picture(api: Api, media_orig
     }
 
 
+async def test_cover_art_does_not_make_a_song_a_video(api: Api, media_origin: Origin) -> None:
+    task = await api.submit(media_origin.url("/media/song.mp3"))
+    done = await api.wait_for(task["task_id"], "completed")
+    assert done["result"]["duration_seconds"] == 2
+    assert done["result"]["media"]["audio_codec"] == "mp3"
+    assert done["result"]["media"]["video_codec"] is None
+
+
 async def test_file_that_only_looks_like_media_has_null_duration(
     api: Api, media_origin: Origin
 ) -> None:

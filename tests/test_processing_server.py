@@ -68,7 +68,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield started
 
 
-async def test_crash_mid_transcode_runs_it_again_on_the_next_start(
+async def test_stop_or_crash_mid_transcode_runs_it_again_on_the_next_start(
     tmp_path: Path, media_origin: Origin, session: aiohttp.ClientSession
 ) -> None:
     data = tmp_path / "data"
@@ -76,6 +76,11 @@ async def test_crash_mid_transcode_runs_it_again_on_the_next_start(
     downloads = data / "downloads"
     server = ServerProcess(data)
     server.start()
+
+    async def transcoding() -> bool:
+        scratch = [p for p in downloads.glob(".*.transcode.*") if p.stat().st_size > 0]
+        return bool(scratch) and bool(processes_mentioning(str(downloads)))
+
     try:
         client = Client(server, key, session)
         url = media_origin.url("/media/long.mkv")
@@ -83,15 +88,18 @@ async def test_crash_mid_transcode_runs_it_again_on_the_next_start(
             "POST", "/api/downloads", json={"url": url, "post_process": {"transcode": "mp4"}}
         )
         assert status == 201, task
-
-        async def transcoding() -> bool:
-            scratch = [p for p in downloads.glob(".*.transcode.*") if p.stat().st_size > 0]
-            return bool(scratch) and bool(processes_mentioning(str(downloads)))
-
         await eventually(transcoding, 60, lambda: server.log_tail())
+
+        # SIGTERM: ffmpeg is stopped with the server, which exits cleanly.
+        assert server.stop() == 0
+        assert processes_mentioning(str(downloads)) == []
+        server.start()
+        assert (await client.task(task["task_id"]))["state"] == "processing"
+        await eventually(transcoding, 60, lambda: server.log_tail())
+
+        # SIGKILL: the kernel takes ffmpeg down with the server (no orphan writing on).
         server.kill()
 
-        # The kernel takes ffmpeg down with the server (no orphan writing into the folder).
         async def ffmpeg_gone() -> bool:
             return not processes_mentioning(str(downloads))
 
