@@ -25,6 +25,9 @@ from progress_server.store import Store
 
 log = logging.getLogger(__name__)
 
+# Commands running at once: a burst of completions must not become a burst of processes.
+MAX_COMMANDS = 4
+
 
 def is_final_outcome(event: Event) -> bool:
     # A retryable download.error keeps the task downloading; only the last one counts.
@@ -51,6 +54,7 @@ class Hooks:
             else None
         )
         self._jobs: set[asyncio.Task[None]] = set()
+        self._command_slots = asyncio.Semaphore(MAX_COMMANDS)
         self._unsubscribe: Callable[[], None] | None = None
 
     async def start(self) -> None:
@@ -99,7 +103,8 @@ class Hooks:
         task = await self.store.get_task(event.task_id)
         downloads = self.settings.downloads_dir
         env = hook_environment(event, task, downloads)
-        return await run_command(self.command, env, downloads, self.settings.hook_timeout)
+        async with self._command_slots:
+            return await run_command(self.command, env, downloads, self.settings.hook_timeout)
 
     async def _deliver(
         self, delivery: Awaitable[HookOutcome], event: Event, kind: Literal["command", "webhook"]

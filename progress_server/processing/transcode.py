@@ -115,13 +115,16 @@ class Transcode:
             async with self.slots:
                 log.info("task %s transcoding with preset %s", ctx.task.task_id, preset.name)
                 await self._ffmpeg(ctx, preset, scratch, media.duration)
+            # Probed before it is moved into place: once it has its real name, completion
+            # follows at once, which keeps a crash from finding an output not yet recorded.
+            produced = await self.prober.probe(scratch)
             output = await ctx.reporter.place_output(scratch, f"{ctx.path.stem}.{preset.extension}")
         finally:
             with contextlib.suppress(FileNotFoundError):
                 scratch.unlink()
         ctx.extra["transcode"] = {"preset": preset.name, "source_filename": ctx.path.name}
         ctx.path = output
-        ctx.describe(await self.prober.probe(output))
+        ctx.describe(produced)
 
     async def _ffmpeg(
         self, ctx: ProcessingContext, preset: Preset, scratch: Path, duration: float | None
