@@ -268,8 +268,12 @@ async def test_add_wait_exits_non_zero_when_a_task_fails(api: Api, origin: Origi
 
 
 async def test_watch_without_ids_follows_running_tasks_until_done(api: Api, origin: Origin) -> None:
-    first = await api.submit(origin.url("/file/one.bin", size=600_000, rate=600_000))
-    second = await api.submit(origin.url("/file/two.bin", status=404))
+    # Both take about two seconds, so they are still running when `watch` starts; two.bin
+    # then loses its connection (no retries on this server) and fails.
+    first = await api.submit(origin.url("/file/one.bin", size=1_000_000, rate=500_000))
+    second = await api.submit(
+        origin.url("/file/two.bin", size=1_000_000, rate=400_000, drop_after=800_000)
+    )
     result = await cli(api, "watch")
     assert result.exit_code == 1, result.output  # two.bin failed
     assert (await api.task(first["task_id"]))["state"] == "completed"
