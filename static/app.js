@@ -437,6 +437,15 @@
 
   async function poll() {
     const ids = [...rows.values()].filter((r) => !FINAL.has(r.state)).map((r) => r.id);
+    if (!ids.length) {
+      // Nothing to poll, but still notice when the server is back.
+      try {
+        if ((await fetch("/healthz", { cache: "no-store" })).ok) reachable();
+      } catch {
+        unreachable();
+      }
+      return;
+    }
     for (let i = 0; i < ids.length; i += POLL_CHUNK) {
       const chunk = ids.slice(i, i + POLL_CHUNK);
       const query = chunk.map((id) => `task_id=${encodeURIComponent(id)}`).join("&");
@@ -444,10 +453,11 @@
       try {
         resp = await api("GET", `/api/progress?${query}`);
       } catch {
-        if (live.dataset.mode === "lost") setLive("lost", "Server unreachable — retrying");
+        unreachable();
         return;
       }
       if (!pollTimer || !resp.ok) return;
+      reachable();
       const body = await resp.json();
       const dirty = new Set();
       const seen = new Set();
@@ -461,6 +471,27 @@
         if (row && !seen.has(id)) removeRow(row);
       }
       for (const row of dirty) if (rows.get(row.id) === row) render(row);
+    }
+  }
+
+  let serverDown = false;
+
+  function unreachable() {
+    serverDown = true;
+    if (live.dataset.mode === "lost") setLive("lost", "Server unreachable — retrying");
+  }
+
+  // The server answered again after it could not be reached (a restart, a network blip):
+  // reconnect now rather than at the end of a backoff that grew while it was away. A socket
+  // that fails while plain requests work keeps its backoff, so a proxy without WebSocket
+  // support is not hammered.
+  function reachable() {
+    if (!serverDown) return;
+    serverDown = false;
+    if (!socket && retryTimer) {
+      clearTimeout(retryTimer);
+      attempt = 0;
+      connect();
     }
   }
 
