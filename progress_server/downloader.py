@@ -60,6 +60,8 @@ class DownloadError(Exception):
         self.retryable = retryable
         self.retry_after = retry_after
         self.status = status
+        # Which attempt failed; set when the error leaves download().
+        self.attempt: int | None = None
 
 
 class _RestartFromZero(Exception):
@@ -125,6 +127,7 @@ class Downloader:
                 retries_left = attempt <= self.settings.max_retries
                 if not (error.retryable and retries_left):
                     error.retryable = False
+                    error.attempt = attempt
                     raise
                 delay = self.backoff(attempt, error.retry_after)
                 await observer.attempt_failed(error, attempt, delay)
@@ -246,7 +249,7 @@ class Downloader:
         status = response.status
         if status == 416 and offset > 0:
             _, _, whole = _content_range(response.headers.get("Content-Range"))
-            if whole == offset:
+            if whole == offset and task.total_bytes in (None, whole):
                 # The part file already holds every byte (a crash just before the rename).
                 return await self._complete_on_disk(task, observer, offset)
             raise _RestartFromZero(f"origin cannot continue at byte {offset}")

@@ -482,7 +482,9 @@ class Scheduler:
                 raise
             log.debug("task %s stopped: %s", task.task_id, rt.stop_reason.value)
         except DownloadError as error:
-            await self._fail(task, error.error_type, error.message, status=error.status)
+            await self._fail(
+                task, error.error_type, error.message, status=error.status, attempt=error.attempt
+            )
         except ProcessingError as error:
             await self._fail(task, error.error_type, error.message)
         except Exception as exc:
@@ -550,12 +552,21 @@ class Scheduler:
         )
 
     async def _fail(
-        self, task: Task, error_type: ErrorType, message: str, status: int | None = None
+        self,
+        task: Task,
+        error_type: ErrorType,
+        message: str,
+        status: int | None = None,
+        attempt: int | None = None,
     ) -> None:
         extra: dict[str, Any] = {"retryable": False}
         if status is not None:
             extra["status"] = status
         body = error_body(error_type, message, **extra)
+        # Beside the error too, where every retried attempt's event says it.
+        body["retryable"] = False
+        if attempt is not None:
+            body["attempt"] = attempt
         await self.transition(
             task,
             EventName.ERROR,
@@ -662,12 +673,13 @@ def _log_transition(task_id: str, name: EventName, state: TaskState, body: JSON)
     if name is EventName.ERROR and state is TaskState.DOWNLOADING:
         level = logging.WARNING
         text = (
-            f"attempt {body.get('attempt')} failed ({error.get('type')}: {error.get('message')}),"
+            f"attempt {body.get('attempt')} failed ({error.get('type')}: "
+            f"{str(error.get('message'))[:500]}),"
             f" retrying in {body.get('retry_in_seconds')}s"
         )
     elif name is EventName.ERROR:
         level = logging.WARNING
-        text = f"failed ({error.get('type')}): {error.get('message')}"
+        text = f"failed ({error.get('type')}): {str(error.get('message'))[:500]}"
     elif name is EventName.STARTED and body.get("restarted_from_zero"):
         text = f"downloading, restarted from zero: {body.get('reason')}"
     elif name is EventName.QUEUED:
