@@ -42,11 +42,16 @@ from progress_server.web.routes import setup_routes
 from progress_server.web.sessions import SessionStore
 from progress_server.web.ws import close_sockets
 
+MAX_REQUEST_LINE = 32 * 1024
+
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware, auth_middleware],
         client_max_size=settings.max_body_bytes,
+        # A batch poll of 200 task ids is a 9 KB request line: past aiohttp's default 8190
+        # bytes its parser would answer a plain-text 400 before our JSON errors could.
+        handler_args={"max_line_size": MAX_REQUEST_LINE, "max_field_size": MAX_REQUEST_LINE},
     )
     app[SETTINGS] = settings
     app[LOGIN_LIMITER] = FailedLoginLimiter()

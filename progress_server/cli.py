@@ -208,6 +208,14 @@ def main() -> None:
     "(repeatable; the env var takes several separated by spaces).",
 )
 @click.option(
+    "--loopback-only",
+    is_flag=True,
+    envvar=_env("loopback-only"),
+    show_envvar=True,
+    help="Download only from this machine (127.0.0.0/8, ::1, localhost), redirects "
+    "included, without resolving any other name: for tests, fuzzing and sandboxes.",
+)
+@click.option(
     "--max-processing",
     default=1,
     show_default=True,

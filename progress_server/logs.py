@@ -14,6 +14,8 @@ import sys
 import time
 from collections.abc import Iterable
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 REDACTED = "[redacted]"
 _PATTERNS = (
     # A URL's userinfo and query string: `scheme://user:pass@host/path?query#frag`.
@@ -65,6 +67,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class MalformedRequests(logging.Filter):
+    """aiohttp logs every unparsable request with a traceback; one line is enough for a
+    client's mistake (and a spray of bad requests must not flood the log)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            first_line = (exc.message or "").strip().splitlines()[:1]
+            record.msg = "malformed HTTP request refused with %s: %s"
+            record.args = (exc.code, first_line[0][:200] if first_line else "")
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def configure(
     log_format: str = "text", level: int = logging.INFO, secrets: Iterable[str | None] = ()
 ) -> None:
@@ -79,3 +97,6 @@ def configure(
     root.setLevel(level)
     # aiohttp's access log would print a line per poll; operators asked for task lines.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequests) for f in server_log.filters):
+        server_log.addFilter(MalformedRequests())

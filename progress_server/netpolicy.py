@@ -35,9 +35,14 @@ def parse_networks(values: Iterable[str]) -> tuple[IPNetwork, ...]:
 
 
 class NetworkPolicy:
-    def __init__(self, deny_private: bool, allowed: Iterable[IPNetwork] = ()) -> None:
+    def __init__(
+        self, deny_private: bool, allowed: Iterable[IPNetwork] = (), loopback_only: bool = False
+    ) -> None:
         self.deny_private = deny_private
         self.allowed = tuple(allowed)
+        # --loopback-only: this machine only, and no name is ever looked up (not even the
+        # DNS query may leave), so only literal loopback addresses and `localhost` pass.
+        self.loopback_only = loopback_only
 
     def check_url(self, url: URL) -> None:
         """Refuse a URL by its scheme, or by its host when that is a literal address."""
@@ -47,10 +52,14 @@ class NetworkPolicy:
         if not host:
             raise PolicyViolation("the URL names no host")
         address = _literal_address(host)
+        if self.loopback_only and address is None and host.lower() != "localhost":
+            raise PolicyViolation(f"{host} is not a loopback address (--loopback-only)")
         if address is not None:
             self.check_address(address, host)
 
     def check_address(self, address: IPAddress, host: str) -> None:
+        if self.loopback_only and not _unmapped(address).is_loopback:
+            raise PolicyViolation(f"{host} is not a loopback address (--loopback-only)")
         if not self.deny_private or not is_private(address):
             return
         if any(address in net for net in self.allowed if net.version == address.version):
@@ -60,7 +69,11 @@ class NetworkPolicy:
 
 
 def policy_for(settings: Settings) -> NetworkPolicy:
-    return NetworkPolicy(settings.deny_private_networks, parse_networks(settings.allow_networks))
+    return NetworkPolicy(
+        settings.deny_private_networks,
+        parse_networks(settings.allow_networks),
+        loopback_only=settings.loopback_only,
+    )
 
 
 def is_private(address: IPAddress) -> bool:
@@ -68,6 +81,12 @@ def is_private(address: IPAddress) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return not address.is_global or address.is_multicast
+
+
+def _unmapped(address: IPAddress) -> IPAddress:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def _literal_address(host: str) -> IPAddress | None:

@@ -88,14 +88,27 @@ _TASK_ID = {
     "schema": {"type": "string"},
     "description": "The task's UUID.",
 }
-_AFTER_SEQ = _query(
-    "after_seq",
-    {"type": "integer", "minimum": 0, "maximum": 2**62},
-    "Only events with a larger `seq`.",
-)
-_EVENT_LIMIT = _query(
-    "limit", {"type": "integer", "minimum": 1, "maximum": 5000}, "At most this many events."
-)
+
+
+def _integer(minimum: int, maximum: int) -> JSON:
+    return {"type": "integer", "minimum": minimum, "maximum": maximum}
+
+
+def _any_case(word: str) -> str:
+    # JSON Schema patterns (ECMA-262) have no case-insensitive flag.
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+
+
+_STATE_NAMES = "|".join(s.value for s in TaskState)
+_STATE_LIST = {"type": "string", "pattern": f"^(?:{_STATE_NAMES})?(?:,(?:{_STATE_NAMES})?)*$"}
+_BOOLEAN = {
+    "type": "string",
+    "pattern": "^(?:"
+    + "|".join(["1", "0", *map(_any_case, ("true", "false", "yes", "no"))])
+    + ")?$",
+}
+_AFTER_SEQ = _query("after_seq", _integer(0, 2**62), "Only events with a larger `seq`.")
+_EVENT_LIMIT = _query("limit", _integer(1, 5000), "At most this many events.")
 _ETAG = {"ETag": {"schema": {"type": "string"}, "description": "Changes when the body changes."}}
 _NOT_MODIFIED = {
     "description": "`If-None-Match` named the current ETag: nothing changed.",
@@ -320,14 +333,12 @@ def _download_paths() -> JSON:
                 "parameters": [
                     _query(
                         "state",
-                        {"type": "array", "items": _ref("TaskState")},
-                        "Only these states; repeat or separate with commas.",
+                        {"type": "array", "items": _STATE_LIST},
+                        "Only these states (see TaskState); repeat or separate with commas.",
                         style="form",
                         explode=True,
                     ),
-                    _query(
-                        "limit", {"type": "integer", "minimum": 1, "maximum": 500}, "Page size."
-                    ),
+                    _query("limit", _integer(1, 500), "Page size."),
                     _query("cursor", {"type": "string"}, "`next_cursor` of the previous page."),
                 ],
                 "responses": _responses({200: _ok("A page of tasks.", _ref("TaskList"))}, 400),
@@ -345,7 +356,9 @@ def _download_paths() -> JSON:
                 "summary": "Stop and forget a task.",
                 "parameters": [
                     _TASK_ID,
-                    _query("delete_file", {"type": "boolean"}, "Also remove the file."),
+                    _query(
+                        "delete_file", _BOOLEAN, "Also remove the file (true/false, yes/no, 1/0)."
+                    ),
                 ],
                 "responses": _responses({204: {"description": "Deleted."}}, 400, 404),
             },
@@ -402,7 +415,7 @@ def _progress_paths() -> JSON:
                         "required": True,
                         "schema": {
                             "type": "array",
-                            "items": {"type": "string"},
+                            "items": {"type": "string", "format": "uuid"},
                             "minItems": 1,
                             "maxItems": 200,
                         },

@@ -34,6 +34,8 @@ class Settings:
     deny_private_networks: bool = False
     # With deny_private_networks: networks still allowed (e.g. a NAS), as CIDR strings.
     allow_networks: tuple[str, ...] = ()
+    # Fetch only from this machine, resolving no names (tests, fuzzing, sandboxes).
+    loopback_only: bool = False
     max_processing: int = 1
     on_complete: tuple[str, ...] = ()
     hook_timeout: float = 60.0

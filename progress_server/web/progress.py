@@ -11,7 +11,7 @@ from progress_server.auth import Principal
 from progress_server.snapshots import TaskSnapshot
 from progress_server.web.auth import principal
 from progress_server.web.errors import ApiError, not_found
-from progress_server.web.requests import int_param
+from progress_server.web.requests import int_param, is_task_id
 
 MAX_BATCH = 200
 
@@ -47,6 +47,8 @@ async def get_progress_batch(request: web.Request) -> web.Response:
         raise ApiError(400, "name at least one task_id")
     if len(ids) > MAX_BATCH:
         raise ApiError(400, f"at most {MAX_BATCH} task_id values per request")
+    if not all(is_task_id(task_id) for task_id in ids):
+        raise ApiError(400, "every task_id must be a task id (a UUID)")
     # Unknown and foreign ids are left out alike, so a batch reveals nothing a single poll
     # would not; duplicates are answered once.
     snapshots = [s for s in (_visible(request, who, i) for i in dict.fromkeys(ids)) if s]

@@ -22,6 +22,7 @@ from progress_server.web.errors import ApiError, not_found
 
 MAX_URL_LENGTH = 8192
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_INTEGER = re.compile(r"-?[0-9]{1,20}")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _TASK_FIELDS = {"url", "filename", "sha256", "post_process", "max_speed_mbps"}
 
@@ -98,12 +99,13 @@ def check_url(url: str) -> None:
 
 def int_param(request: web.Request, name: str, default: int, minimum: int, maximum: int) -> int:
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ApiError(400, f"'{name}' must be an integer") from exc
+    # Plain ASCII digits only: int() would also take "", " 5", "+5", "5_0" and other
+    # scripts' digits, which the API document does not call integers.
+    if not _INTEGER.fullmatch(raw):
+        raise ApiError(400, f"'{name}' must be an integer")
+    value = int(raw)
     if not minimum <= value <= maximum:
         raise ApiError(400, f"'{name}' must be between {minimum} and {maximum}")
     return value
