@@ -30,9 +30,10 @@ from progress_server.live_view import (
     fmt_percentage,
     follow,
 )
+from progress_server.models import TaskState
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
-STATES = ("pending", "downloading", "processing", "completed", "failed", "cancelled", "paused")
+STATES = tuple(state.value for state in TaskState)
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 T = TypeVar("T")
@@ -60,7 +61,8 @@ def remote_options(func: Callable[..., Any]) -> Callable[..., Any]:
         "--api-key",
         envvar="PROGRESS_SERVER_API_KEY",
         show_envvar=True,
-        help="API key (see `progress-server keys create`).",
+        help="API key (see `progress-server keys create`). Prefer the environment "
+        "variable: a flag shows in the process list.",
     )(func)
     func = click.option(
         "--server",
@@ -68,7 +70,7 @@ def remote_options(func: Callable[..., Any]) -> Callable[..., Any]:
         show_envvar=True,
         default=DEFAULT_SERVER,
         show_default=True,
-        help="Base URL of the server (with its path prefix behind a reverse proxy).",
+        help="Base URL of the server, e.g. https://downloads.example.com.",
     )(func)
     return func
 
