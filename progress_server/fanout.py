@@ -1,19 +1,26 @@
 """Fan-out of bus events to WebSocket clients: the registry of open sockets and, per socket,
-its subscriptions, its bounded outbox and the sender task that drains it.
+its subscriptions, its own bounded outbox and the sender task that writes to it.
 
-The publisher's path (EventBus → `Hub._publish` → `Listener.offer`) never awaits a socket:
-it encodes each event once and drops the shared frame into every interested socket's
-outbox. Each socket's own sender task does the slow part, so a client that stops reading
-only ever fills its own outbox, and is closed with 1013 when lifecycle frames no longer fit.
+The publisher's path (EventBus → `Hub._publish`) costs the same however many sockets are
+open: each event is encoded once and appended to one shared log. Each socket's own sender
+task reads the log from its own position, keeps what its key may see and its
+subscriptions ask for, and does the slow part (the writes), so a client that stops reading
+holds up nobody. A socket that falls more than `limit` events behind the log has what it
+missed moved into its own outbox (progress_server/outbox.py), where only the newest
+progress per task is kept; when lifecycle frames no longer fit there, it is closed with
+1013 and comes back with `after_seq`. The log is trimmed to what the slowest open socket
+still has to read, so it never holds more than about twice `limit` events.
 
-Ordering on one socket follows `seq`. A subscription with `after_seq` puts a replay marker
-in the outbox at the moment it registers; when the sender reaches the marker it sends the
-persisted events in `(after_seq, S]` from SQLite, where S is the bus's last seq at
-registration, and then carries on with the outbox, which holds exactly the live events
-after S. Every persisted event ≤ S is in SQLite before registration (the bus persists
-before it counts an event as published) and every event > S is delivered to the outbox,
-so the replay joins the live stream with no gap and no duplicate, however many events
-arrive while it runs.
+Ordering on one socket follows `seq`. Whatever the socket sends besides live events
+(answers to its actions, replay markers) goes into its outbox after the live events it had
+not read yet were moved there, so nothing overtakes anything. A subscription with
+`after_seq` puts a replay marker in the outbox at the moment it registers; when the sender
+reaches the marker it sends the persisted events in `(after_seq, S]` from SQLite, where S
+is the bus's last seq at registration, and then carries on with the log, which from there
+on holds exactly the live events after S. Every persisted event ≤ S is in SQLite before
+registration (the bus persists before it counts an event as published) and every event
+> S reaches the log afterwards, so the replay joins the live stream with no gap and no
+duplicate, however many events arrive while it runs.
 
 Answers to `subscribe`:
 - a task: `{"event": "subscribed", "task_id", "state", "progress", "timestamp", "seq"}`,
@@ -76,19 +83,24 @@ def event_frame(event: Event) -> Frame:
         encode(event.to_wire()),
         seq=event.seq,
         task_id=event.task_id,
+        owner=event.owner_key_id,
         progress=event.is_progress,
-        is_event=True,
     )
 
 
 class Hub:
-    """Every open socket; subscribed to the bus once for all of them."""
+    """Every open socket, and the shared log of live events they read from."""
 
     def __init__(self, bus: EventBus, queue_limit: int) -> None:
         self.bus = bus
         self.queue_limit = queue_limit
         self.accepting = True
         self._listeners: set[Listener] = set()
+        # The log holds events [base, base + len(log)); positions are absolute.
+        self._log: list[Frame] = []
+        self._base = 0
+        # Senders with nothing to do wait here; one publish wakes them all.
+        self._idle: list[asyncio.Future[None]] = []
         self._unsubscribe = bus.subscribe(self._publish)
         # For /metrics: event frames delivered, and frames never sent (superseded progress,
         # or a slow client's outbox dropped when it is closed with 1013).
@@ -104,7 +116,15 @@ class Hub:
 
     @property
     def queued_frames(self) -> int:
-        return sum(len(listener.outbox) for listener in self._listeners)
+        """Frames held for sockets: every outbox, plus the shared log."""
+        return len(self._log) + sum(len(listener.outbox) for listener in self._listeners)
+
+    @property
+    def end(self) -> int:
+        return self._base + len(self._log)
+
+    def since(self, position: int) -> list[Frame]:
+        return self._log[position - self._base :]
 
     def open(self, ws: web.WebSocketResponse, abort: Callable[[], None]) -> Listener:
         listener = Listener(self, ws, abort)
@@ -114,13 +134,34 @@ class Hub:
     def forget(self, listener: Listener) -> None:
         self._listeners.discard(listener)
 
+    def wait_for_events(self) -> asyncio.Future[None]:
+        waiter = asyncio.get_running_loop().create_future()
+        self._idle.append(waiter)
+        return waiter
+
     def _publish(self, event: Event) -> None:
-        frame: Frame | None = None
+        if not self._listeners:
+            self._base += len(self._log) + 1
+            self._log.clear()
+            return
+        self._log.append(event_frame(event))
+        idle, self._idle = self._idle, []
+        for waiter in idle:
+            if not waiter.done():
+                waiter.set_result(None)
+        if len(self._log) >= 2 * self.queue_limit:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Move what lagging sockets missed into their outboxes, then drop what every
+        socket has read."""
+        lagging = self.end - self.queue_limit
         for listener in tuple(self._listeners):
-            if listener.wants(event):
-                if frame is None:
-                    frame = event_frame(event)
-                listener.offer(frame)
+            if listener.position < lagging:
+                listener.catch_up()
+        oldest = min((listener.position for listener in self._listeners), default=self.end)
+        del self._log[: oldest - self._base]
+        self._base = oldest
 
     async def shutdown(self) -> None:
         """Close every socket with 1001 (server going away); refuse new ones."""
@@ -151,31 +192,64 @@ class Listener:
         self.principal: Principal | None = None
         self.tasks: set[str] = set()
         self.everything = False
+        # Where this socket is in the hub's log; everything before it was sent or moved
+        # into the outbox.
+        self.position = hub.end
         self.outbox = Outbox(hub.queue_limit)
         self.batch_seconds = 0.0
         self._last_batch = float("-inf")
+        self._waiter: asyncio.Future[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         self._sender = asyncio.create_task(self._send_forever(), name="ws-sender")
 
-    # -- the publisher's side: never awaits -----------------------------------------
+    # -- what this socket wants from the log --------------------------------------
 
-    def wants(self, event: Event) -> bool:
-        if not self.everything and event.task_id not in self.tasks:
-            return False
+    def _wanted(self, frames: list[Frame]) -> list[Frame]:
         who = self.principal
-        return who is not None and who.may_see(event.owner_key_id)
+        if who is None or not frames:
+            return []
+        if self.everything:
+            if who.is_admin:
+                return frames
+            key_id = who.key_id
+            return [f for f in frames if f.owner == key_id]
+        tasks = self.tasks
+        if not tasks:
+            return []
+        return [f for f in frames if f.task_id in tasks and who.may_see(f.owner)]
 
-    def offer(self, frame: Frame) -> None:
+    def _read_log(self) -> list[Frame]:
+        frames = self.hub.since(self.position)
+        self.position = self.hub.end
+        return self._wanted(frames)
+
+    def catch_up(self) -> None:
+        """Move the live events not read yet into the outbox, so what is queued next
+        goes after them (and so the log can be trimmed past them)."""
+        for frame in self._read_log():
+            self._enqueue(frame)
+
+    # -- the outbox: never awaits -----------------------------------------------------
+
+    def _enqueue(self, frame: Frame) -> None:
         if self._closing is not None:
             return
         superseded = self.outbox.superseded
         if not self.outbox.put(frame):
             self.hub.frames_dropped += len(self.outbox) + 1
             self._fell_behind()
+            return
         self.hub.frames_dropped += self.outbox.superseded - superseded
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _queue(self, frame: Frame) -> None:
+        self.catch_up()
+        self._enqueue(frame)
 
     def reply(self, message: dict[str, Any]) -> None:
-        self.offer(Frame(encode(message)))
+        self._queue(Frame(encode(message)))
 
     def _fell_behind(self) -> None:
         log.warning(
@@ -183,7 +257,9 @@ class Listener:
             self.principal.name if self.principal else "(anonymous)",
             self.outbox.limit,
         )
+        self.hub.forget(self)
         self.outbox.clear()
+        self._sender.cancel()
         self._closing = asyncio.create_task(
             self._close(
                 WSCloseCode.TRY_AGAIN_LATER,
@@ -194,15 +270,20 @@ class Listener:
         )
 
     # -- client actions (called by the handler) -----------------------------------
+    # Each one first catches up with the log under the old subscriptions, then changes
+    # them, in one step with no await, so nothing slips between the snapshot, the replay
+    # marker and the first live frame.
+
+    def authenticate(self, principal: Principal) -> None:
+        self.catch_up()
+        self.principal = principal
+        self.reply({"event": "authenticated"})
 
     def subscribe(self, target: str, after_seq: int | None) -> None:
-        """Follow a task or "*"; all in one step with no await, so nothing slips between
-        the snapshot, the replay marker and the first live frame."""
         who = self._who()
         bus = self.hub.bus
         upto = bus.last_seq
         if target == "*":
-            self.everything = True
             tasks = [
                 _snapshot_wire(s)
                 for s in bus.snapshots.values()
@@ -221,29 +302,33 @@ class Listener:
             snapshot = bus.snapshots.get(target)
             if snapshot is None or not who.may_see(snapshot.owner_key_id):
                 raise Refused("not_found", f"no such task: {target}")
-            self.tasks.add(target)
             answer = {"event": "subscribed", **_snapshot_wire(snapshot), "seq": upto}
             scope = {"task_ids": [target]}
+        self.catch_up()
+        if target == "*":
+            self.everything = True
+        else:
+            self.tasks.add(target)
         if after_seq is not None and after_seq < upto:
-            replay = functools.partial(self._replay, after_seq, upto, scope)
-            self.offer(Frame(action=replay))
-        self.reply(answer)
+            self._enqueue(Frame(action=functools.partial(self._replay, after_seq, upto, scope)))
+        self._enqueue(Frame(encode(answer)))
 
     def unsubscribe(self, target: str) -> None:
         who = self._who()
-        if target == "*":
-            self.everything = False
-        elif target in self.tasks:
-            self.tasks.discard(target)
-        else:
+        if target != "*" and target not in self.tasks:
             snapshot = self.hub.bus.snapshots.get(target)
             if snapshot is None or not who.may_see(snapshot.owner_key_id):
                 raise Refused("not_found", f"no such task: {target}")
+        self.catch_up()
+        if target == "*":
+            self.everything = False
+        else:
+            self.tasks.discard(target)
         self.reply({"event": "unsubscribed", "task_id": target})
 
     def configure(self, batch_ms: int) -> None:
         self.reply({"event": "configured", "batch_ms": batch_ms})
-        self.offer(Frame(action=functools.partial(self._set_batch, batch_ms / 1000)))
+        self._enqueue(Frame(action=functools.partial(self._set_batch, batch_ms / 1000)))
 
     def _who(self) -> Principal:
         if self.principal is None:
@@ -255,16 +340,28 @@ class Listener:
     async def _send_forever(self) -> None:
         try:
             while True:
-                await self.outbox.wait()
+                await self._wait_for_work()
                 if self.batch_seconds:
                     # Let a batch gather: at most one batch frame per batch_ms.
                     await self._pace()
-                await self._send(self.outbox.take_all())
+                # The outbox holds what comes before the log's unread part; both are taken
+                # before any await, so whatever is queued meanwhile comes after them.
+                frames = self.outbox.take_all()
+                frames += self._read_log()
+                await self._send(frames)
         except ConnectionError:
             pass  # the peer went away; the handler's receive loop sees it too
         except Exception:
             log.exception("WebSocket sender failed")
             self._abort()
+
+    async def _wait_for_work(self) -> None:
+        while not self.outbox and self.position >= self.hub.end:
+            self._waiter = self.hub.wait_for_events()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
 
     async def _send(self, frames: Sequence[Frame]) -> None:
         pending: list[bytes] = []
@@ -308,6 +405,7 @@ class Listener:
             else:
                 for text in texts:
                     await self.ws.send_frame(text, WSMsgType.TEXT)
+            self.hub.frames_sent += len(texts)
             if len(events) < REPLAY_PAGE or len(texts) < len(events):
                 return
             after = events[-1].seq

@@ -1,7 +1,10 @@
-"""One WebSocket's bounded, ordered queue of outgoing frames.
+"""One WebSocket's own bounded, ordered queue of outgoing frames.
 
-The publisher puts frames in without ever waiting; the socket's sender task takes them
-out. Memory is bounded by `limit` frames whatever the client does:
+It holds what the socket must send before the live events it has not read yet from the
+shared log (progress_server/fanout.py): answers to the client's actions, replay markers,
+and, once the socket lags too far behind the log, the events it missed. Nothing that puts
+a frame in ever waits; the socket's sender task takes them out. Memory is bounded by
+`limit` frames whatever the client does:
 
 - A progress frame replaces the task's progress frame still waiting in the queue (the
   newest progress per task is all a late reader needs), and moves to the end, so frames
@@ -15,7 +18,6 @@ out. Memory is bounded by `limit` frames whatever the client does:
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,16 +27,16 @@ from dataclasses import dataclass
 class Frame:
     """An outgoing text frame (UTF-8 JSON), encoded once and shared by every socket that sends it.
 
-    `is_event` frames are `download.*` events (batched in batch mode); `progress` frames
-    may be coalesced per `task_id`; `action` frames are not sent but run, in order, by the
+    `owner` is the owning key of an event's task; `progress` frames may be coalesced per
+    `task_id`; `action` frames are not sent but run, in order, by the
     sender when it reaches them (a replay, a switch of mode).
     """
 
     data: bytes = b""
     seq: int = 0
     task_id: str | None = None
+    owner: int = 0
     progress: bool = False
-    is_event: bool = False
     action: Callable[[], object] | None = None
 
 
@@ -46,7 +48,6 @@ class Outbox:
         self._frames: dict[int, Frame] = {}
         self._open_progress: dict[str, int] = {}
         self._keys = itertools.count()
-        self._ready = asyncio.Event()
         # Progress frames replaced by a newer one of the same task before being sent (metrics).
         self.superseded = 0
 
@@ -72,18 +73,13 @@ class Outbox:
                 self._open_progress.pop(task_id, None)
             key = next(self._keys)
         self._frames[key] = frame
-        self._ready.set()
         return True
 
     def take_all(self) -> list[Frame]:
         frames = list(self._frames.values())
         self._frames.clear()
         self._open_progress.clear()
-        self._ready.clear()
         return frames
 
     def clear(self) -> None:
         self.take_all()
-
-    async def wait(self) -> None:
-        await self._ready.wait()

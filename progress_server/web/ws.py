@@ -194,8 +194,7 @@ async def _auth(request: web.Request, listener: Listener, frame: dict[str, Any])
     if found is None:
         limiter.record_failure(address)
         raise Refused("unauthorized", "invalid or revoked API key")
-    listener.principal = found
-    listener.reply({"event": "authenticated"})
+    listener.authenticate(found)
 
 
 async def _subscribe(request: web.Request, listener: Listener, frame: dict[str, Any]) -> None:
