@@ -339,6 +339,7 @@
   function setLive(mode, text) {
     live.dataset.mode = mode;
     setText(liveText, text);
+    live.title = text;
   }
 
   function wentLive() {
@@ -364,7 +365,7 @@
     retryTimer = null;
     setLive(
       "connecting",
-      attempt ? "Reconnecting… (polling every 2 s meanwhile)" : "Connecting…",
+      attempt ? "Reconnecting · polling every 2 s" : "Connecting…",
     );
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     let sock;
@@ -406,7 +407,8 @@
     const delay = Math.round(base * (0.8 + Math.random() * 0.4));
     setLive(
       "lost",
-      `Connection lost — retrying in ${Math.ceil(delay / 1000)} s, polling every 2 s`,
+      // Most important first: narrow screens cut the end off.
+      `Connection lost · polling every 2 s · retry in ${Math.ceil(delay / 1000)} s`,
     );
     startPolling();
     clearTimeout(retryTimer);
@@ -478,7 +480,7 @@
 
   function unreachable() {
     serverDown = true;
-    if (live.dataset.mode === "lost") setLive("lost", "Server unreachable — retrying");
+    if (live.dataset.mode === "lost") setLive("lost", "Server unreachable · retrying");
   }
 
   // The server answered again after it could not be reached (a restart, a network blip):
