@@ -33,8 +33,28 @@ async def assert_refused(api: Api, status: int, resp: Any, error_type: str | Non
 
 @pytest.mark.parametrize(
     "raw",
-    [b"{", b'{"url": ', b"not json", b"\xff\xfe", b'{"url": "http://x"}}', b""],
-    ids=["open-brace", "truncated", "text", "not-utf8", "trailing", "empty"],
+    [
+        b"{",
+        b'{"url": ',
+        b"not json",
+        b"\xff\xfe",
+        b'{"url": "http://x"}}',
+        b"",
+        b"[" * 60_000,
+        b'{"url": "http://127.0.0.1:9/x", "filename": "\\ud800.bin"}',
+        b'{"url": "http://127.0.0.1:9/\\udfff"}',
+    ],
+    ids=[
+        "open-brace",
+        "truncated",
+        "text",
+        "not-utf8",
+        "trailing",
+        "empty",
+        "nested-too-deep",
+        "lone-surrogate-filename",
+        "lone-surrogate-url",
+    ],
 )
 async def test_malformed_json_is_400(api: Api, raw: bytes) -> None:
     resp = await api.call(

@@ -33,8 +33,13 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     try:
         body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        # "\ud800" parses into a lone surrogate, which no file name, URL or SQLite text can
+        # hold; refused here rather than failing deep inside as a 500.
+        json.dumps(body, ensure_ascii=False).encode()
+    except (json.JSONDecodeError, UnicodeError) as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise ApiError(400, "request body is nested too deeply") from exc
     if not isinstance(body, dict):
         raise ApiError(422, "request body must be a JSON object")
     return body
