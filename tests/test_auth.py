@@ -126,3 +126,5 @@ async def test_repeated_failed_logins_get_429(api: Api) -> None:
     assert resp.status == 429
     assert int(resp.headers["Retry-After"]) > 0
     assert_error(await resp.json(), "rate_limited")
+    # Only failed logins are slowed: a valid key from the same address still works.
+    assert (await api.call("GET", "/api/downloads")).status == 200

@@ -41,6 +41,11 @@ async def authenticate_request(request: web.Request) -> Principal | None:
     token = bearer_token(request.headers.get("Authorization"))
     if token is None:
         return session_principal(request)
+    found = await request.app[KEYRING].authenticate(token)
+    if found is not None:
+        # A valid key is never slowed down, even from an address that has been guessing
+        # (a shared NAT, or a misconfigured client beside a working one).
+        return found
     limiter = request.app[LOGIN_LIMITER]
     address = client_address(request)
     wait = limiter.retry_after(address)
@@ -50,11 +55,8 @@ async def authenticate_request(request: web.Request) -> Principal | None:
             f"too many failed logins from this address; try again in {int(wait) + 1} s",
             headers={"Retry-After": str(int(wait) + 1)},
         )
-    found = await request.app[KEYRING].authenticate(token)
-    if found is None:
-        limiter.record_failure(address)
-        raise ApiError(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
-    return found
+    limiter.record_failure(address)
+    raise ApiError(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
 
 
 def session_principal(request: web.Request) -> Principal | None:
