@@ -85,7 +85,8 @@ def wait_ready(url: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10, help="per wrk run")
+    parser.add_argument("--seconds", type=int, default=5, help="per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -98,11 +99,8 @@ def main() -> int:
         with server:
             # A task whose download fails at once (nothing listens on that port) still has
             # a snapshot to poll; no origin is needed.
-            _, _, raw = call(
-                server.base_url + "/api/downloads",
-                key,
-                {"url": f"http://127.0.0.1:{free_port()}/x"},
-            )
+            nowhere = f"http://127.0.0.1:{free_port()}/x"
+            _, _, raw = call(server.base_url + "/api/downloads", key, {"url": nowhere})
             task_id = json.loads(raw)["task_id"]
             url = f"{server.base_url}/api/progress/{task_id}"
             for _ in range(100):
@@ -111,33 +109,50 @@ def main() -> int:
                     break
                 time.sleep(0.1)
             etag = headers["ETag"]
-            auth = f"Authorization: Bearer {key}"
-            ours_200 = wrk(url, args.seconds, args.connections, [auth])
-            ours_304 = wrk(url, args.seconds, args.connections, [auth, f"If-None-Match: {etag}"])
-        body_file = data / "body.json"
-        body_file.write_bytes(body)
-        port = free_port()
-        bare = subprocess.Popen(
-            [sys.executable, "-c", BARE_SERVER, str(port), str(body_file), etag],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            bare_url = f"http://127.0.0.1:{port}/api/progress/{task_id}"
-            wait_ready(bare_url)
-            bare_200 = wrk(bare_url, args.seconds, args.connections, [auth])
-            bare_304 = wrk(
-                bare_url, args.seconds, args.connections, [auth, f"If-None-Match: {etag}"]
+            body_file = data / "body.json"
+            body_file.write_bytes(body)
+            port = free_port()
+            bare = subprocess.Popen(
+                [sys.executable, "-c", BARE_SERVER, str(port), str(body_file), etag],
+                stdout=subprocess.DEVNULL,
             )
-        finally:
-            bare.terminate()
-            bare.wait(10)
-    r200, r304 = ours_200 / bare_200, ours_304 / bare_304
+            try:
+                bare_url = f"http://127.0.0.1:{port}/api/progress/{task_id}"
+                wait_ready(bare_url)
+                rates = measure(args, url, bare_url, key, etag)
+            finally:
+                bare.terminate()
+                bare.wait(10)
+    # Each configuration's best round: the one least disturbed by anything else running.
+    best = {name: max(values) for name, values in rates.items()}
+    r200 = best["ours_200"] / best["bare_200"]
+    r304 = best["ours_304"] / best["bare_304"]
     print(
-        f"polling: 200 path {ours_200:.0f} req/s vs bare {bare_200:.0f} = {r200:.2f} (goal 0.70); "
-        f"304 path {ours_304:.0f} req/s vs bare {bare_304:.0f} = {r304:.2f} (goal 0.80); "
-        f"wrk -t1 -c{args.connections} -d{args.seconds}s"
+        f"polling: 200 path {best['ours_200']:.0f} req/s vs bare {best['bare_200']:.0f} = "
+        f"{r200:.2f} (goal 0.70); 304 path {best['ours_304']:.0f} req/s vs bare "
+        f"{best['bare_304']:.0f} = {r304:.2f} (goal 0.80); best of {args.rounds} alternating "
+        f"rounds of wrk -t1 -c{args.connections} -d{args.seconds}s"
     )
+    print(json.dumps(rates), file=sys.stderr)
     return 0
+
+
+def measure(
+    args: argparse.Namespace, url: str, bare_url: str, key: str, etag: str
+) -> dict[str, list[float]]:
+    """Alternate the four configurations so a busy moment hits them all alike."""
+    auth = f"Authorization: Bearer {key}"
+    runs = {
+        "ours_200": (url, [auth]),
+        "bare_200": (bare_url, [auth]),
+        "ours_304": (url, [auth, f"If-None-Match: {etag}"]),
+        "bare_304": (bare_url, [auth, f"If-None-Match: {etag}"]),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.rounds):
+        for name, (target, headers) in runs.items():
+            rates[name].append(wrk(target, args.seconds, args.connections, headers))
+    return rates
 
 
 if __name__ == "__main__":

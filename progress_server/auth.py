@@ -23,6 +23,8 @@ REFRESH_SECONDS = 0.5
 # Failed logins from one address: this many in the window are free, then 429 until they age out.
 FAILURES_ALLOWED = 10
 FAILURE_WINDOW = 60.0
+# Keys whose hash is remembered; cleared when full, so a spray of wrong keys cannot grow it.
+_DIGEST_MEMO_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class KeyRing:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._by_hash: dict[str, ApiKeyRow] = {}
+        # key -> its SHA-256, so a poller's every request does not hash its key again.
+        # Revocation still bites at once: the digest is looked up in _by_hash each time.
+        self._digests: dict[str, str] = {}
         self._refresher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -86,7 +91,12 @@ class KeyRing:
     async def authenticate(self, key: str | None) -> Principal | None:
         if not key or len(key) > 200:
             return None
-        digest = hash_key(key)
+        digest = self._digests.get(key)
+        if digest is None:
+            digest = hash_key(key)
+            if len(self._digests) >= _DIGEST_MEMO_SIZE:
+                self._digests.clear()
+            self._digests[key] = digest
         row = self._by_hash.get(digest)
         if row is None:
             # A key made by the CLI since the last refresh: look once, then it is cached.
