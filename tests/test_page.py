@@ -128,6 +128,32 @@ async def test_add_through_the_form_and_watch_it_complete_without_reloading(
     assert hashlib.sha256(saved.read_bytes()).hexdigest() == payload_sha256(size, seed=7)
 
 
+async def test_three_downloads_added_in_a_row_progress_side_by_side(
+    api: Api, origin: Origin, page: Page
+) -> None:
+    await log_in(page, base_url(api), api.key)
+    await wait_live(page)
+    names = ["first.bin", "second.bin", "third.bin"]
+    for seed, name in enumerate(names):
+        await page.fill("#add-url", origin.url(size=1_200_000, rate=300_000, seed=seed))
+        await page.fill("#add-filename", name)
+        await page.click("#add-form button[type=submit]")
+        await expect(page.locator("tbody.task", has_text=name)).to_have_count(1)
+    # Newest first.
+    shown = await page.locator('tbody.task [data-field="name"]').all_text_contents()
+    assert shown == names[::-1]
+    # Two at a time from one host (the default): two move together, the third waits.
+    moving = page.locator('tbody.task[data-state="downloading"]')
+    await expect(moving).to_have_count(2, timeout=WAIT_MS)
+    waiting = page.locator('tbody.task[data-state="pending"]')
+    await expect(waiting.locator('[data-field="state"]')).to_have_text("Queued")
+    done = page.locator('tbody.task[data-state="completed"]')
+    await expect(done).to_have_count(3, timeout=90_000)
+    for name in names:
+        task_row = page.locator("tbody.task", has_text=name)
+        await expect(task_row.locator('[data-field="percentage"]')).to_have_text("100.0 %")
+
+
 async def test_tasks_added_elsewhere_appear_and_failures_explain_themselves(
     api: Api, origin: Origin, page: Page
 ) -> None:
