@@ -75,13 +75,17 @@ async def produce(
     start = loop.time()
     k = 0
     while True:
-        tick, part = divmod(k, SLICES_PER_PERIOD)
-        for n in range(part, tasks, SLICES_PER_PERIOD):
-            body, progress = _progress_body(n, tick)
-            result = publish(ids[n], body, progress)
-            if asyncio.iscoroutine(result):
-                await result
-        k += 1
+        # Publish every slice that is due in one go: a producer that fell behind (a busy
+        # loop) catches up at once instead of one slice per turn of the loop.
+        due = int((loop.time() - start) / step) + 1
+        while k < due:
+            tick, part = divmod(k, SLICES_PER_PERIOD)
+            for n in range(part, tasks, SLICES_PER_PERIOD):
+                body, progress = _progress_body(n, tick)
+                result = publish(ids[n], body, progress)
+                if asyncio.iscoroutine(result):
+                    await result
+            k += 1
         await asyncio.sleep(max(0.0, start + k * step - loop.time()))
 
 

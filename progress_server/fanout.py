@@ -44,7 +44,7 @@ import contextlib
 import functools
 import json
 import logging
-import time
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,7 +53,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from progress_server.auth import Principal
 from progress_server.events import EventBus
 from progress_server.models import Event, iso_utc
-from progress_server.outbox import Frame, Outbox
+from progress_server.outbox import Frame, Outbox, coalesced
 from progress_server.snapshots import TaskSnapshot
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,9 @@ REPLAY_PAGE = 500
 # A socket being closed gets this long to take its close frame before it is cut off.
 CLOSE_GRACE_SECONDS = 10.0
 SHUTDOWN_GRACE_SECONDS = 3.0
+# A batch stretching over more events than this is a reader that fell behind: only the
+# newest progress per task goes out, so a late batch stays small.
+COALESCE_OVER = 64
 _BATCH_HEAD = b'{"event": "batch", "events": ['
 
 
@@ -101,6 +104,10 @@ class Hub:
         self._base = 0
         # Senders with nothing to do wait here; one publish wakes them all.
         self._idle: list[asyncio.Future[None]] = []
+        # Batch senders wake on a shared grid of instants (one timer per instant, not per
+        # socket), so sockets reading the same stretch of the log share one encoded batch.
+        self._ticks: dict[float, list[asyncio.Future[None]]] = {}
+        self._batches: dict[tuple[int, int, int | None], tuple[bytes, int, int]] = {}
         self._unsubscribe = bus.subscribe(self._publish)
         # For /metrics: event frames delivered, and frames never sent (superseded progress,
         # or a slow client's outbox dropped when it is closed with 1013).
@@ -133,6 +140,40 @@ class Hub:
 
     def forget(self, listener: Listener) -> None:
         self._listeners.discard(listener)
+
+    def batch_tick(self, at: float) -> asyncio.Future[None]:
+        """A future resolved at loop time `at` (a point on a batch grid)."""
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        waiters = self._ticks.get(at)
+        if waiters is None:
+            waiters = self._ticks[at] = []
+            loop.call_at(at, self._fire_tick, at)
+        waiters.append(waiter)
+        return waiter
+
+    def _fire_tick(self, at: float) -> None:
+        for waiter in self._ticks.pop(at, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def batch_of(self, start: int, owner: int | None) -> tuple[bytes, int, int, int]:
+        """The batch frame of log events from `start` on (all of them, or one owner's),
+        its event count, how many superseded progress frames it left out, and the log end
+        it reaches; built once for every socket that asks for the same stretch."""
+        end = self.end
+        key = (start, end, owner)
+        found = self._batches.get(key)
+        if found is None:
+            frames = self.since(start)
+            if owner is not None:
+                frames = [f for f in frames if f.owner == owner]
+            kept = coalesced(frames) if len(frames) > COALESCE_OVER else frames
+            data = _BATCH_HEAD + b", ".join(f.data for f in kept) + b"]}"
+            if len(self._batches) >= 16:
+                self._batches.clear()
+            found = self._batches[key] = (data, len(kept), len(frames) - len(kept))
+        return found[0], found[1], found[2], end
 
     def wait_for_events(self) -> asyncio.Future[None]:
         waiter = asyncio.get_running_loop().create_future()
@@ -197,7 +238,7 @@ class Listener:
         self.position = hub.end
         self.outbox = Outbox(hub.queue_limit)
         self.batch_seconds = 0.0
-        self._last_batch = float("-inf")
+        self._last_batch = 0.0
         self._waiter: asyncio.Future[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         self._sender = asyncio.create_task(self._send_forever(), name="ws-sender")
@@ -344,10 +385,17 @@ class Listener:
                 if self.batch_seconds:
                     # Let a batch gather: at most one batch frame per batch_ms.
                     await self._pace()
+                    if not self.outbox and self.everything:
+                        await self._send_shared_batch()
+                        continue
                 # The outbox holds what comes before the log's unread part; both are taken
                 # before any await, so whatever is queued meanwhile comes after them.
                 frames = self.outbox.take_all()
                 frames += self._read_log()
+                if self.batch_seconds and len(frames) > COALESCE_OVER:
+                    kept = coalesced(frames)
+                    self.hub.frames_dropped += len(frames) - len(kept)
+                    frames = kept
                 await self._send(frames)
         except ConnectionError:
             pass  # the peer went away; the handler's receive loop sees it too
@@ -379,18 +427,40 @@ class Listener:
                 self.hub.frames_sent += 1
         await self._flush(pending)
 
+    async def _send_shared_batch(self) -> None:
+        """The common case of "*" in batch mode: the batch every such socket of the same
+        key (or every admin) sends for this stretch of the log, encoded once."""
+        who = self.principal
+        if who is None:
+            self.position = self.hub.end
+            return
+        owner = None if who.is_admin else who.key_id
+        data, count, dropped, self.position = self.hub.batch_of(self.position, owner)
+        self.hub.frames_dropped += dropped
+        if count:
+            self._last_batch = asyncio.get_running_loop().time()
+            await self.ws.send_frame(data, WSMsgType.TEXT)
+            self.hub.frames_sent += count
+
     async def _flush(self, pending: list[bytes]) -> None:
         if not pending:
             return
         await self._pace()
-        self._last_batch = time.monotonic()
+        self._last_batch = asyncio.get_running_loop().time()
         await self.ws.send_frame(_BATCH_HEAD + b", ".join(pending) + b"]}", WSMsgType.TEXT)
         self.hub.frames_sent += len(pending)
 
     async def _pace(self) -> None:
-        wait = self._last_batch + self.batch_seconds - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        """Wait for the first instant of the batch grid at least batch_ms after the last
+        batch: never two batches closer than batch_ms, and sockets in step with each other."""
+        if not self.batch_seconds:
+            return
+        loop = asyncio.get_running_loop()
+        step = self.batch_seconds
+        # (The epsilon keeps float noise from skipping a grid point.)
+        at = math.ceil((self._last_batch + step) / step - 1e-9) * step if self._last_batch else 0
+        if at > loop.time():
+            await self.hub.batch_tick(at)
 
     def _set_batch(self, seconds: float) -> None:
         self.batch_seconds = seconds

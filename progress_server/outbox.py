@@ -83,3 +83,21 @@ class Outbox:
 
     def clear(self) -> None:
         self.take_all()
+
+
+def coalesced(frames: list[Frame]) -> list[Frame]:
+    """The frames with each task's superseded progress left out, by the rules of the
+    Outbox: a progress frame is dropped when a newer one of its task follows with no other
+    frame of that task in between. Order is kept."""
+    kept: list[Frame] = []
+    newer_progress: set[str | None] = set()
+    for frame in reversed(frames):
+        if frame.progress:
+            if frame.task_id in newer_progress:
+                continue
+            newer_progress.add(frame.task_id)
+        else:
+            newer_progress.discard(frame.task_id)
+        kept.append(frame)
+    kept.reverse()
+    return kept
