@@ -286,19 +286,27 @@ def serve(**options: Any) -> None:
 
     from progress_server import logs
     from progress_server.app import create_app
+    from progress_server.datalock import DataDirBusy, DataDirLock
 
     settings = Settings(**options)
     logs.configure(settings.log_format, secrets=[settings.webhook_secret])
     log = logging.getLogger("progress_server")
+    # Before anything is opened: a second server must not run recovery on a live one's tasks.
+    lock = DataDirLock(settings.data_dir)
+    try:
+        lock.acquire()
+    except DataDirBusy as exc:
+        raise click.ClickException(str(exc)) from exc
     log.info("serving on http://%s:%d, data in %s", settings.host, settings.port, settings.data_dir)
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        access_log=None,
-        shutdown_timeout=5.0,
-    )
+    with lock:
+        web.run_app(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            print=None,
+            access_log=None,
+            shutdown_timeout=5.0,
+        )
     log.info("stopped")
 
 
