@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from progress_server.cli import main
 from tests.apiclient import eventually, read_only_db
-from tests.origins import Origin, payload_sha256
+from tests.origins import Origin, payload_sha256, payload_slice
 from tests.serverproc import ServerProcess
 
 SIZE = 4_000_000
@@ -180,3 +180,22 @@ async def test_changed_file_on_the_origin_restarts_from_zero(
     final = client.server.data_dir / "downloads" / done["filename"]
     version = origin.count("/file/changing.bin")
     assert sha256_file(final) == payload_sha256(SIZE, 13 + version)
+
+
+async def test_crash_after_the_last_byte_but_before_the_rename(
+    client: Client, origin: Origin
+) -> None:
+    url = origin.url("/file/whole.bin", size=SIZE, rate=RATE, seed=14)
+    task_id, kept, _ = await interrupt_mid_download(client, origin, url, "kill")
+    part = client.server.data_dir / "downloads" / "whole.bin.part"
+    # Leave the disk as a crash between the last write and the rename would: every byte in
+    # the .part file, no final file.
+    with part.open("ab") as f:
+        f.write(payload_slice(kept, SIZE, 14))
+    requests_before = len(origin.requests)
+    await asyncio.to_thread(client.server.start)
+    done = await client.wait(task_id, "completed")
+    assert [r.range for r in origin.requests[requests_before:]] == [f"bytes={SIZE}-"]
+    final = client.server.data_dir / "downloads" / done["filename"]
+    assert sha256_file(final) == payload_sha256(SIZE, 14)
+    assert not part.exists()
