@@ -222,24 +222,26 @@ def add(
     if filename and len(urls) > 1:
         raise click.UsageError("--filename names one file; give one URL with it")
 
-    async def work(client: ProgressClient) -> list[TaskRecord]:
-        records = [
-            await client.create(url, filename=filename, sha256=sha256, preset=preset)
-            for url in urls
-        ]
-        if not wait:
-            return records
+    async def work(client: ProgressClient) -> tuple[list[TaskRecord], list[str]]:
+        async def create(url: str) -> TaskRecord:
+            return await client.create(url, filename=filename, sha256=sha256, preset=preset)
+
+        # A refused URL does not stop the others; it is reported, and the exit is non-zero.
+        records, problems = await _each(list(urls), create)
+        if not wait or not records:
+            return records, problems
         ids = [record["task_id"] for record in records]
         with LiveView(stderr_console()) as view:
             for record in records:
                 view.add(record)
             await follow(client, view, ids)
-        return [await client.get(task_id) for task_id in ids]
+        return [await client.get(task_id) for task_id in ids], problems
 
-    records = run(work, Remote(server, api_key))
+    records, problems = run(work, Remote(server, api_key))
     _print_records(records, as_json)
+    _report(problems, exit_now=not wait)
     if wait:
-        _exit_for_failures(records)
+        _exit_for_failures(records, also_failed=bool(problems))
 
 
 @click.command("ls")
@@ -359,23 +361,24 @@ def remove(task_ids: tuple[str, ...], delete_file: bool, server: str, api_key: s
 
 
 async def _each(
-    task_ids: list[str], action: Callable[[str], Awaitable[T]]
+    items: list[str], action: Callable[[str], Awaitable[T]]
 ) -> tuple[list[T], list[str]]:
-    """Apply `action` to every id, collecting refusals instead of stopping at the first."""
+    """Apply `action` to every task id (or URL), collecting refusals instead of stopping
+    at the first."""
     done: list[T] = []
     problems: list[str] = []
-    for task_id in task_ids:
+    for item in items:
         try:
-            done.append(await action(task_id))
+            done.append(await action(item))
         except ApiError as exc:
-            problems.append(f"{task_id}: {exc.message} ({exc.type})")
+            problems.append(f"{item}: {exc.message} ({exc.type})")
     return done, problems
 
 
-def _report(problems: list[str]) -> None:
+def _report(problems: list[str], exit_now: bool = True) -> None:
     for problem in problems:
         click.echo(f"Error: {problem}", err=True)
-    if problems:
+    if problems and exit_now:
         raise SystemExit(1)
 
 
@@ -386,13 +389,13 @@ def _print_records(records: list[TaskRecord], as_json: bool) -> None:
         click.echo(task_rows(records))
 
 
-def _exit_for_failures(records: list[TaskRecord]) -> None:
+def _exit_for_failures(records: list[TaskRecord], also_failed: bool = False) -> None:
     unfinished = [r for r in records if r["state"] != "completed"]
     for record in unfinished:
         error = record.get("error")
         reason = f": {error['type']}: {error['message']}" if error else ""
         click.echo(f"Error: task {record['task_id']} {record['state']}{reason}", err=True)
-    if unfinished:
+    if unfinished or also_failed:
         raise SystemExit(1)
 
 

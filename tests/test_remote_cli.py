@@ -220,6 +220,14 @@ async def test_invalid_input_is_refused_with_the_servers_message(api: Api, origi
     assert two_names.exit_code == 2
     assert await api.tasks() == []
 
+    # One refused URL among several: the others are still added, and the exit says so.
+    good = origin.url("/file/good.bin", size=100)
+    mixed = await cli(api, "add", good, "ftp://example.com/x", "--wait", "--json")
+    assert mixed.exit_code == 1
+    assert "ftp://example.com/x" in mixed.stderr
+    [record] = json.loads(mixed.stdout)
+    assert (record["url"], record["state"]) == (good, "completed")
+
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
 async def test_add_preset_transcodes_and_wait_shows_processing(api: Api, tmp_path: Path) -> None:
