@@ -13,10 +13,13 @@ warm-up; one client in OBSERVE_EVERY parses every frame and measures publish →
 latency from each event's `timestamp` (millisecond precision, same clock).
 
 Printed per run: delivered events/s (and the share of what was published), frames/s,
-p50/p99 latency, the server's RSS at the end; then ours/bare ratios.
+p50/p99 latency, the server's peak RSS in the window; then ours/bare ratios. When readers
+fall behind, ours leaves out superseded progress (newest per task is kept, and it says how
+many it left out) while the bare server delivers everything, later and later.
 
     python bench/ws_fanout.py                       # batch N=1000 and plain N=100
     python bench/ws_fanout.py --clients 200 --tasks 50 --duration 5
+    WS_FANOUT_PROFILE=/tmp/ours.prof python bench/ws_fanout.py   # cProfile of our server
 
 On a 2-core machine the clients and the server share the CPUs, so large N mostly measures
 how fast Python clients can read; the ratio against the bare server is the meaningful
@@ -273,6 +276,19 @@ class Result:
     p99_ms: float
     rss_mb: float
     failures: int
+    superseded: int
+
+
+def _superseded(port: int, key: str) -> int:
+    """Progress frames the server left out for late readers (its /metrics counter)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {key}"}
+    )
+    with _NO_PROXY.open(request, timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("progress_server_websocket_frames_dropped_total"):
+                return int(float(line.split()[-1]))
+    return 0
 
 
 def _rss_mb(pid: int) -> float:
@@ -328,19 +344,10 @@ def run_scenario(
                 rss = max(rss, _rss_mb(proc.pid))
             time.sleep(0.5)
         reports = [json.loads((data_dir / f"report-{w}.json").read_text()) for w in range(workers)]
-        if os.environ.get("WS_FANOUT_DEBUG") and server == "ours":
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {key}"}
-            )
-            with _NO_PROXY.open(request, timeout=10) as resp:
-                for line in resp.read().decode().splitlines():
-                    if ("websocket" in line or "event" in line) and not line.startswith("#"):
-                        print("  ", line)
+        dropped = _superseded(port, key) if server == "ours" else 0
     finally:
         proc.terminate()
         proc.wait(30)
-    if os.environ.get("WS_FANOUT_DEBUG"):
-        print([(r["frames"], r["events"], r["connected"], r["failures"]) for r in reports])
     latencies = sorted(x for r in reports for x in r["latencies"])
     failures = sum(r["failures"] for r in reports)
     for r in reports:
@@ -363,6 +370,7 @@ def run_scenario(
         p99_ms=pct(0.99),
         rss_mb=rss,
         failures=failures,
+        superseded=dropped,
     )
 
 
@@ -372,6 +380,7 @@ def _row(r: Result) -> str:
         f"{r.mode:<13} {r.clients:>7} {r.server:<5} {r.events_per_s:>11,.0f} {share:>6.0%} "
         f"{r.frames_per_s:>10,.0f} {r.p50_ms:>7.1f} {r.p99_ms:>8.1f} {r.rss_mb:>7.1f}"
         + (f"  ({r.failures} clients failed)" if r.failures else "")
+        + (f"  ({r.superseded:,} superseded progress frames left out)" if r.superseded else "")
     )
 
 
