@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 import websockets.asyncio.client
 
+from progress_server.appkeys import STORE
 from tests.apiclient import Api
 from tests.conftest import MakeApi
 from tests.origins import Origin
@@ -344,3 +345,13 @@ async def test_ping_answers_pong(api: Api) -> None:
     await ws.send_json({"action": "ping"})
     assert await recv(ws) == {"event": "pong"}
     await ws.close()
+
+
+async def test_revoking_a_key_closes_its_open_sockets(api: Api) -> None:
+    ws = await connect(api)
+    await ws.send_json({"action": "ping"})
+    assert await recv(ws) == {"event": "pong"}
+    assert await api.client.app[STORE].revoke_key("default")
+    msg = await ws.receive(timeout=30)
+    assert msg.type is aiohttp.WSMsgType.CLOSE, msg
+    assert ws.close_code == 1008
