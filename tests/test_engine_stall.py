@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from tests.conftest import MakeApi
 from tests.enginekit import FAST_RETRIES, downloaded, errors, sha256_file
 from tests.origins import Origin, payload_sha256
@@ -67,3 +69,18 @@ async def test_no_response_headers_is_a_read_timeout(make_api: MakeApi, origin: 
     task = await api.submit(origin.url("/file/mute.bin", size=SIZE, stall_after=0, stall=60))
     failed = await api.wait_for(task["task_id"], "failed", within=30)
     assert failed["error"]["type"] == "timeout"
+
+
+async def test_an_origin_that_never_accepts_is_a_connect_timeout(make_api: MakeApi) -> None:
+    api = await make_api(connect_timeout=0.5, max_retries=1, **FAST_RETRIES)
+    # A listening socket whose backlog one connection fills: the next SYN goes unanswered.
+    with socket.socket() as listener, socket.socket() as filler:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        filler.connect(("127.0.0.1", port))
+        task = await api.submit(f"http://127.0.0.1:{port}/never.bin")
+        failed = await api.wait_for(task["task_id"], "failed", within=30)
+    assert failed["error"]["type"] == "timeout"
+    assert failed["error"]["message"] == "could not connect within 0.5 s"
+    assert [e["retryable"] for e in errors(await api.events(task["task_id"]))] == [True, False]
