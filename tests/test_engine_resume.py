@@ -137,3 +137,41 @@ async def test_a_part_file_already_complete_is_not_downloaded_again(
     assert sha256_file(downloaded(api, done)) == payload_sha256(SIZE, 13)
     assert origin.requests_for("/file/whole.bin")[-1].range == f"bytes={SIZE}-"
     assert restarts(await api.events(task["task_id"])) == []
+
+
+async def test_a_weak_etag_resumes_against_last_modified(make_api: MakeApi) -> None:
+    api = await make_api(**FAST_RETRIES)
+    data = payload(SIZE, 14)
+    modified = "Tue, 14 Nov 2023 22:13:20 GMT"
+    served = 0
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        nonlocal served
+        served += 1
+        # A weak ETag cannot be used in If-Range (RFC 9110 13.1.5); the date can.
+        headers = {"ETag": 'W/"weak"', "Last-Modified": modified, "Accept-Ranges": "bytes"}
+        start = 0
+        if request.headers.get("If-Range") == modified and request.headers.get("Range"):
+            start = int(request.headers["Range"][6:-1])
+            headers["Content-Range"] = f"bytes {start}-{SIZE - 1}/{SIZE}"
+        resp = web.StreamResponse(status=206 if start else 200, headers=headers)
+        resp.content_length = SIZE - start
+        await resp.prepare(request)
+        if served == 1:
+            await resp.write(data[: SIZE // 2])
+            await asyncio.sleep(1)  # time to write what arrived before the hang-up
+            assert request.transport is not None
+            request.transport.close()
+            return resp
+        await resp.write(data[start:])
+        return resp
+
+    async with TinyOrigin(handler) as tiny:
+        task = await api.submit(tiny.url("/weak.bin"))
+        done = await api.wait_for(task["task_id"], "completed")
+        resumed = tiny.requests[-1].headers
+
+    assert sha256_file(downloaded(api, done)) == payload_sha256(SIZE, 14)
+    assert resumed.get("If-Range") == modified
+    assert resumed.get("Range") == f"bytes={SIZE // 2}-"
+    assert restarts(await api.events(task["task_id"])) == []
