@@ -34,8 +34,12 @@ async def test_a_second_server_on_the_same_folder_refuses_to_start(
             before = await client.events(task["task_id"])
 
             second = ServerProcess(data)
-            with pytest.raises(RuntimeError) as refused:
-                await asyncio.to_thread(second.start)
+            try:
+                with pytest.raises(RuntimeError) as refused:
+                    await asyncio.to_thread(second.start)
+            finally:
+                if second.running:  # it started after all: the test fails, without a leak
+                    second.kill()
             assert "already using" in str(refused.value)
             assert "Traceback" not in second.log_text()
 
