@@ -366,7 +366,12 @@ async def test_add_wait_subprocess_exits_non_zero_for_a_404(api: Api, origin: Or
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    stdout, stderr = await asyncio.wait_for(proc.communicate(), 90)
+    try:
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), 90)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
     assert proc.returncode == 1, (stdout, stderr)
     assert b"failed" in stderr
     assert b"http_error" in stderr
