@@ -59,23 +59,27 @@ async def run_tool(
         cwd=cwd,
     )
     assert proc.stdout is not None and proc.stderr is not None
+    out, err = proc.stdout, proc.stderr
     stdout = bytearray()
     stderr = bytearray()
 
-    async def read_stdout(stream: asyncio.StreamReader) -> None:
-        async for raw in stream:
-            if on_line is not None:
+    async def read_stdout() -> None:
+        if on_line is not None:
+            async for raw in out:
                 await on_line(raw.decode(errors="replace").rstrip("\r\n"))
-            elif len(stdout) < stdout_limit:
-                stdout.extend(raw[: stdout_limit - len(stdout)])
+            return
+        # In chunks, not lines: a chatty program's endless line must not break the reader.
+        while chunk := await out.read(65536):
+            if len(stdout) < stdout_limit:
+                stdout.extend(chunk[: stdout_limit - len(stdout)])
 
-    async def read_stderr(stream: asyncio.StreamReader) -> None:
-        while chunk := await stream.read(65536):
+    async def read_stderr() -> None:
+        while chunk := await err.read(65536):
             stderr.extend(chunk)
             del stderr[:-STDERR_TAIL]
 
     async def finish() -> int:
-        await asyncio.gather(read_stdout(proc.stdout), read_stderr(proc.stderr))  # type: ignore[arg-type]
+        await asyncio.gather(read_stdout(), read_stderr())
         return await proc.wait()
 
     try:
