@@ -175,3 +175,35 @@ async def test_a_weak_etag_resumes_against_last_modified(make_api: MakeApi) -> N
     assert resumed.get("If-Range") == modified
     assert resumed.get("Range") == f"bytes={SIZE // 2}-"
     assert restarts(await api.events(task["task_id"])) == []
+
+
+async def test_no_validator_restarts_from_zero(make_api: MakeApi) -> None:
+    api = await make_api(**FAST_RETRIES)
+    data = payload(SIZE, 15)
+    served = 0
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        nonlocal served
+        served += 1
+        resp = web.StreamResponse(headers={"Accept-Ranges": "bytes"})  # no ETag, no date
+        resp.content_length = SIZE
+        await resp.prepare(request)
+        if served == 1:
+            await resp.write(data[: SIZE // 2])
+            await asyncio.sleep(1)
+            assert request.transport is not None
+            request.transport.close()
+            return resp
+        await resp.write(data)
+        return resp
+
+    async with TinyOrigin(handler) as tiny:
+        task = await api.submit(tiny.url("/nv.bin"))
+        done = await api.wait_for(task["task_id"], "completed")
+        ranges = [r.headers.get("Range") for r in tiny.requests]
+
+    # Without a validator a resumed range could splice two versions: start over instead.
+    assert ranges == [None, None]
+    assert sha256_file(downloaded(api, done)) == payload_sha256(SIZE, 15)
+    (restart,) = restarts(await api.events(task["task_id"]))
+    assert restart["reason"] == "origin gave no validator to resume against"
