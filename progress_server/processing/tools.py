@@ -13,18 +13,23 @@ log = logging.getLogger(__name__)
 class MediaTools:
     ffmpeg: str | None = None
     ffprobe: str | None = None
-    # `setpriv --pdeathsig KILL`: the kernel kills a tool the moment this server dies, so a
-    # crash never leaves an orphaned ffmpeg writing into the downloads folder.
+    # Put before every tool's argv. `setpriv --pdeathsig KILL`: the kernel kills the tool the
+    # moment this server dies, so a crash never leaves an orphaned ffmpeg writing into the
+    # downloads folder. `nice`: a transcode gets the CPU only when the server does not need
+    # it, so on a small machine it slows down rather than the downloads and sockets.
     guard: tuple[str, ...] = ()
 
     @classmethod
     def find(cls, path: str | None = None) -> MediaTools:
         """Look the tools up on PATH (or the given search path)."""
         setpriv = shutil.which("setpriv", path=path)
+        nice = shutil.which("nice", path=path)
+        guard: tuple[str, ...] = (setpriv, "--pdeathsig", "KILL", "--") if setpriv else ()
+        guard += (nice, "-n", "10") if nice else ()
         return cls(
             ffmpeg=shutil.which("ffmpeg", path=path),
             ffprobe=shutil.which("ffprobe", path=path),
-            guard=(setpriv, "--pdeathsig", "KILL", "--") if setpriv else (),
+            guard=guard,
         )
 
     @property
