@@ -153,12 +153,14 @@ async def test_hook_options_from_the_command_line_and_environment(
     data = tmp_path / "data"
     key = create_key(data, "user")
     script = tmp_path / "hook.py"
-    script.write_text(HOOK_SCRIPT)
+    script.write_text(f"#!{sys.executable}\n{HOOK_SCRIPT}")
+    script.chmod(0o755)
     out = tmp_path / "with space" / "env.json"
     out.parent.mkdir()
     async with Receiver() as receiver:
-        # Quoted like a shell would be, but run without one.
-        command = f"{sys.executable} {script} '{out}'"
+        # Quoted like a shell would be, but run without one; the program's path is relative
+        # to the server's working directory (the data folder, for ServerProcess).
+        command = f"../hook.py '{out}'"
         env = {"PROGRESS_SERVER_WEBHOOK": receiver.url, "PROGRESS_SERVER_WEBHOOK_SECRET": SECRET}
         with ServerProcess(data, "--on-complete", command, env=env) as server:
             client = Client(server, key, session)

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import shutil
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Literal
 
 from progress_server.events import EventBus
@@ -36,12 +37,20 @@ def is_final_outcome(event: Event) -> bool:
     )
 
 
+def _program_anchored(argv: tuple[str, ...]) -> tuple[str, ...]:
+    """A relative program path ("./notify.sh") made absolute against the server's working
+    directory: commands run in the downloads folder, where it would not be found."""
+    if argv and "/" in argv[0]:
+        return (str(Path(argv[0]).absolute()), *argv[1:])
+    return argv
+
+
 class Hooks:
     def __init__(self, settings: Settings, store: Store, bus: EventBus) -> None:
         self.settings = settings
         self.store = store
         self.bus = bus
-        self.command = settings.on_complete
+        self.command = _program_anchored(settings.on_complete)
         self.webhook = (
             WebhookSender(
                 settings.webhook_url,
