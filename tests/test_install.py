@@ -6,8 +6,11 @@ the working tree; installed with `--target` and run with the checkout out of rea
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -119,3 +122,54 @@ def _get(url: str, server: subprocess.Popen[bytes]) -> int:
         except (urllib.error.URLError, OSError):
             assert time.monotonic() < deadline, f"{url} never answered"
             time.sleep(0.1)
+
+
+def test_every_third_party_import_is_a_declared_dependency(wheel: Path) -> None:
+    """A fresh install gets only what the wheel declares; an undeclared import (found here
+    on the developer's machine) would fail there with ModuleNotFoundError."""
+    metadata = next(
+        name for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".dist-info/METADATA")
+    )
+    text = zipfile.ZipFile(wheel).read(metadata).decode()
+    declared = {
+        _requirement_name(line.split(":", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("Requires-Dist:") and "extra ==" not in line
+    }
+    # What the declared packages pull in themselves counts too (yarl comes with aiohttp).
+    pending = list(declared)
+    while pending:
+        try:
+            requires = importlib.metadata.requires(pending.pop()) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for requirement in requires:
+            if "extra ==" in requirement:
+                continue
+            name = _requirement_name(requirement)
+            if name not in declared:
+                declared.add(name)
+                pending.append(name)
+    distributions = importlib.metadata.packages_distributions()
+    missing: dict[str, str] = {}
+    for module in (REPO_ROOT / "progress_server").rglob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".", 1)[0]
+                if top in sys.stdlib_module_names or top == "progress_server":
+                    continue
+                dists = {d.lower().replace("_", "-") for d in distributions.get(top, [top])}
+                if not dists & declared:
+                    missing[top] = module.relative_to(REPO_ROOT).as_posix()
+    assert not missing, f"imported but not in [project] dependencies: {missing}"
+
+
+def _requirement_name(requirement: str) -> str:
+    name = re.split(r"[<>=!~;\[ (]", requirement.strip(), maxsplit=1)[0]
+    return name.lower().replace("_", "-")
