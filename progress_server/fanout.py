@@ -238,7 +238,9 @@ class Listener:
         self.position = hub.end
         self.outbox = Outbox(hub.queue_limit)
         self.batch_seconds = 0.0
+        # The grid instant of the last batch sent, and of the one about to go.
         self._last_batch = 0.0
+        self._slot = 0.0
         self._waiter: asyncio.Future[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         self._sender = asyncio.create_task(self._send_forever(), name="ws-sender")
@@ -438,7 +440,7 @@ class Listener:
         data, count, dropped, self.position = self.hub.batch_of(self.position, owner)
         self.hub.frames_dropped += dropped
         if count:
-            self._last_batch = asyncio.get_running_loop().time()
+            self._last_batch = self._slot
             await self.ws.send_frame(data, WSMsgType.TEXT)
             self.hub.frames_sent += count
 
@@ -446,7 +448,7 @@ class Listener:
         if not pending:
             return
         await self._pace()
-        self._last_batch = asyncio.get_running_loop().time()
+        self._last_batch = self._slot
         await self.ws.send_frame(_BATCH_HEAD + b", ".join(pending) + b"]}", WSMsgType.TEXT)
         self.hub.frames_sent += len(pending)
 
@@ -458,9 +460,17 @@ class Listener:
         loop = asyncio.get_running_loop()
         step = self.batch_seconds
         # (The epsilon keeps float noise from skipping a grid point.)
+        now = loop.time()
         at = math.ceil((self._last_batch + step) / step - 1e-9) * step if self._last_batch else 0
-        if at > loop.time():
+        if at > now:
             await self.hub.batch_tick(at)
+            self._slot = at
+        elif now - at < step:
+            self._slot = at  # this batch's instant has come (or just passed): go
+        else:
+            # Idle for a while: go now, and count the batch at the next grid instant, so the
+            # one after it is still at least batch_ms away.
+            self._slot = math.ceil(now / step - 1e-9) * step
 
     def _set_batch(self, seconds: float) -> None:
         self.batch_seconds = seconds
