@@ -61,7 +61,7 @@ async def settle(pid: int, seconds: float = 1.5) -> int:
 
 
 async def open_sockets(url: str, count: int, key: str | None) -> list[object]:
-    session = aiohttp.ClientSession()
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     sockets: list[object] = [session]
     for _ in range(count):

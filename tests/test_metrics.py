@@ -65,6 +65,9 @@ async def test_numbers_move_during_a_download(api: Api, origin: Origin) -> None:
     assert value(during, "progress_server_tasks", state="downloading") == 1
     first_bytes = value(during, "progress_server_downloaded_bytes_total")
     assert first_bytes > 0
+    # The loop-lag monitor reports (a number, not an absence).
+    assert ("progress_server_event_loop_lag_max_seconds", ()) in during
+    assert 0 <= value(during, "progress_server_event_loop_lag_seconds") < 5
 
     later: Samples = {}
 
