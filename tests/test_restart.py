@@ -199,3 +199,22 @@ async def test_crash_after_the_last_byte_but_before_the_rename(
     final = client.server.data_dir / "downloads" / done["filename"]
     assert sha256_file(final) == payload_sha256(SIZE, 14)
     assert not part.exists()
+
+
+async def test_crash_after_the_rename_goes_straight_to_processing(
+    client: Client, origin: Origin
+) -> None:
+    url = origin.url("/file/renamed.bin", size=SIZE, rate=RATE, seed=15)
+    task_id, kept, _ = await interrupt_mid_download(client, origin, url, "kill")
+    downloads = client.server.data_dir / "downloads"
+    # As a crash right after the rename leaves it: the whole file in place, no .part.
+    part = downloads / "renamed.bin.part"
+    with part.open("ab") as f:
+        f.write(payload_slice(kept, SIZE, 15))
+    part.replace(downloads / "renamed.bin")
+    requests_before = len(origin.requests)
+    await asyncio.to_thread(client.server.start)
+    done = await client.wait(task_id, "completed")
+    assert origin.requests[requests_before:] == [], "a finished file was fetched again"
+    assert done["filename"] == "renamed.bin"
+    assert sha256_file(downloads / "renamed.bin") == payload_sha256(SIZE, 15)
