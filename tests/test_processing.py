@@ -107,6 +107,26 @@ async def test_file_that_only_looks_like_media_has_null_duration(
     assert done["result"] == {"filename": "broken.mp4", "size_mb": 0.0, "duration_seconds": None}
 
 
+async def test_media_under_a_plain_name_is_still_probed(
+    api: Api, media_origin: Origin, media_dir: Path
+) -> None:
+    # The probe is skipped for files that are plainly not media (by name and leading bytes);
+    # a video served as "clip.bin" must still be recognised by its bytes.
+    disguised = media_dir / "disguised.bin"
+    if not disguised.exists():
+        disguised.write_bytes((media_dir / "clip.mkv").read_bytes())
+    task = await api.submit(media_origin.url("/media/disguised.bin"))
+    done = await api.wait_for(task["task_id"], "completed")
+    assert done["result"]["duration_seconds"] == 3
+    assert done["result"]["media"]["video_codec"] is not None
+
+
+async def test_plain_bytes_get_the_guides_three_result_fields(api: Api, origin: Origin) -> None:
+    task = await api.submit(origin.url("/file/data.bin", size=300_000))
+    done = await api.wait_for(task["task_id"], "completed")
+    assert done["result"] == {"filename": "data.bin", "size_mb": 0.29, "duration_seconds": None}
+
+
 # -- transcode --------------------------------------------------------------------------
 
 
