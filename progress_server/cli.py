@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,13 @@ def _http_url(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     if value and not value.startswith(("http://", "https://")):
         raise click.BadParameter("must be an http:// or https:// URL")
     return value or None
+
+
+def serve_option(
+    flag: str, *decls: str, **kwargs: Any
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """A `serve` option that also reads `PROGRESS_SERVER_<FLAG>` and says so in --help."""
+    return click.option(flag, *decls, envvar=_env(flag[2:]), show_envvar=True, **kwargs)
 
 
 def data_dir_option(func: Any) -> Any:
@@ -68,216 +76,170 @@ def main() -> None:
 
 
 @main.command()
-@click.option(
+@serve_option(
     "--host",
     default="127.0.0.1",
     show_default=True,
-    envvar=_env("host"),
-    show_envvar=True,
     help="Address to listen on.",
 )
-@click.option(
+@serve_option(
     "--port",
     default=8000,
     show_default=True,
     type=click.IntRange(0, 65535),
-    envvar=_env("port"),
-    show_envvar=True,
     help="TCP port to listen on.",
 )
 @data_dir_option
-@click.option(
+@serve_option(
     "--max-concurrent",
     default=3,
     show_default=True,
     type=click.IntRange(1, 1000),
-    envvar=_env("max-concurrent"),
-    show_envvar=True,
     help="Downloads running at once; the rest wait as pending, in order.",
 )
-@click.option(
+@serve_option(
     "--max-per-host",
     default=2,
     show_default=True,
     type=click.IntRange(1, 1000),
-    envvar=_env("max-per-host"),
-    show_envvar=True,
     help="Downloads running at once from one host.",
 )
-@click.option(
+@serve_option(
     "--max-retries",
     default=5,
     show_default=True,
     type=click.IntRange(0, 100),
-    envvar=_env("max-retries"),
-    show_envvar=True,
     help="Automatic retries of network errors, timeouts, 408, 429 and 5xx.",
 )
-@click.option(
+@serve_option(
     "--progress-interval",
     default=0.25,
     show_default=True,
     type=click.FloatRange(0.01, 60),
-    envvar=_env("progress-interval"),
-    show_envvar=True,
     help="Seconds between progress events of one task.",
 )
-@click.option(
+@serve_option(
     "--stall-timeout",
     default=30.0,
     show_default=True,
     type=click.FloatRange(0.1, 3600),
-    envvar=_env("stall-timeout"),
-    show_envvar=True,
     help="Seconds without a byte before an attempt is aborted as a timeout.",
 )
-@click.option(
+@serve_option(
     "--connect-timeout",
     default=30.0,
     show_default=True,
     type=click.FloatRange(0.1, 3600),
-    envvar=_env("connect-timeout"),
-    show_envvar=True,
     help="Seconds to wait for a connection to the origin.",
 )
-@click.option(
+@serve_option(
     "--max-size",
     default=None,
     type=click.IntRange(1),
-    envvar=_env("max-size"),
-    show_envvar=True,
     help="Largest file accepted, in bytes (default: no limit).",
 )
-@click.option(
+@serve_option(
     "--read-timeout",
     default=60.0,
     show_default=True,
     type=click.FloatRange(0.1, 3600),
-    envvar=_env("read-timeout"),
-    show_envvar=True,
     help="Seconds to wait for the origin's response headers or any single read.",
 )
-@click.option(
+@serve_option(
     "--min-speed",
     "min_speed_bps",
     default=0.0,
     show_default=True,
     type=click.FloatRange(0),
-    envvar=_env("min-speed"),
-    show_envvar=True,
     help="Bytes per second; an attempt slower than this for --stall-timeout seconds is "
     "aborted as a timeout and retried (0: off).",
 )
-@click.option(
+@serve_option(
     "--speed-limit",
     "speed_limit_mbps",
     default=None,
     type=click.FloatRange(0, min_open=True),
-    envvar=_env("speed-limit"),
-    show_envvar=True,
     help="Total download speed of the server in MB/s (10^6 bytes), shared by all tasks "
     "(default: no limit). A task can also set its own max_speed_mbps.",
 )
-@click.option(
+@serve_option(
     "--min-free-space",
     "min_free_bytes",
     default=64 * 1024 * 1024,
     show_default=True,
     type=click.IntRange(0),
-    envvar=_env("min-free-space"),
-    show_envvar=True,
     help="Bytes that must stay free on the downloads disk; a download that would eat into "
     "them fails as disk_error, keeping its partial file.",
 )
-@click.option(
+@serve_option(
     "--deny-private-networks",
     is_flag=True,
-    envvar=_env("deny-private-networks"),
-    show_envvar=True,
     help="Refuse URLs that lead (after DNS and on every redirect) to loopback, private, "
     "link-local or cloud metadata addresses. Turn on when untrusted users submit URLs.",
 )
-@click.option(
+@serve_option(
     "--allow-network",
     "allow_networks",
     multiple=True,
     callback=lambda _ctx, _param, value: _networks(value),
-    envvar=_env("allow-network"),
-    show_envvar=True,
     help="With --deny-private-networks, still allow this address or CIDR network "
     "(repeatable; the env var takes several separated by spaces).",
 )
-@click.option(
+@serve_option(
     "--loopback-only",
     is_flag=True,
-    envvar=_env("loopback-only"),
-    show_envvar=True,
     help="Download only from this machine (127.0.0.0/8, ::1, localhost), redirects "
     "included, without resolving any other name: for tests, fuzzing and sandboxes.",
 )
-@click.option(
+@serve_option(
     "--max-processing",
     default=1,
     show_default=True,
     type=click.IntRange(1, 64),
-    envvar=_env("max-processing"),
-    show_envvar=True,
     help="Transcodes running at once (probing and checksums never wait for one).",
 )
-@click.option(
+@serve_option(
     "--on-complete",
     metavar="CMD",
     callback=_argv,
-    envvar=_env("on-complete"),
-    show_envvar=True,
     help="Command run when a task completes or finally fails, e.g. 'notify.sh --loud'. "
     "Split like a shell would (quotes work) but run without one: no pipes, no $VARS. "
     "It gets PROGRESS_SERVER_TASK_ID, _STATE, _FILE, _FILENAME, _TASK_URL, _SIZE_MB, "
     "_DURATION_SECONDS, _ERROR_TYPE, _ERROR_MESSAGE and _EVENT (the event JSON) in its "
     "environment.",
 )
-@click.option(
+@serve_option(
     "--hook-timeout",
     default=60.0,
     show_default=True,
     type=click.FloatRange(0.1, 86400),
-    envvar=_env("hook-timeout"),
-    show_envvar=True,
     help="Seconds an --on-complete command may run, and a --webhook request may take, "
     "before it is abandoned.",
 )
-@click.option(
+@serve_option(
     "--webhook",
     "webhook_url",
     metavar="URL",
     callback=_http_url,
-    envvar=_env("webhook"),
-    show_envvar=True,
     help="POST the download.completed / final download.error event JSON here; retried "
     "with backoff, each delivery recorded as a download.hook event.",
 )
-@click.option(
+@serve_option(
     "--webhook-secret",
     metavar="SECRET",
-    envvar=_env("webhook-secret"),
-    show_envvar=True,
     help="Sign webhooks: X-Progress-Signature: sha256=<hex HMAC-SHA256 of the body>. "
     "Prefer the environment variable: a flag shows in the process list.",
 )
-@click.option(
+@serve_option(
     "--metrics-loopback",
     is_flag=True,
-    envvar=_env("metrics-loopback"),
-    show_envvar=True,
     help="Let loopback addresses scrape /metrics without a key (elsewhere: an admin key).",
 )
-@click.option(
+@serve_option(
     "--log-format",
     default="text",
     show_default=True,
     type=click.Choice(["text", "json"]),
-    envvar=_env("log-format"),
-    show_envvar=True,
     help="Log lines for people (text) or machines (json).",
 )
 def serve(**options: Any) -> None:
