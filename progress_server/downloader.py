@@ -210,7 +210,10 @@ class Downloader:
         self, url: str, headers: dict[str, str]
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """GET `url`, following at most MAX_REDIRECTS redirects, each hop checked first."""
-        current = URL(url)
+        try:
+            current = URL(url)
+        except ValueError as exc:
+            raise DownloadError(ErrorType.INVALID_URL, f"invalid URL: {exc}") from exc
         for _ in range(MAX_REDIRECTS + 1):
             self.policy.check_url(current)
             response = await self.session.get(

@@ -10,6 +10,7 @@ from typing import Any
 
 from progress_server import __version__
 from progress_server.models import ErrorType, EventName, TaskState
+from progress_server.processing.presets import PRESETS
 
 JSON = dict[str, Any]
 TASK_PATH = "/api/downloads/{task_id}"
@@ -242,18 +243,32 @@ def _schemas() -> JSON:
                     "pattern": "^[hH][tT][tT][pP][sS]?://[^\\s]+$",
                     "description": "An http:// or https:// URL.",
                 },
+                # Optional fields take null as "not given", as the parser does.
                 "filename": {
-                    "type": "string",
+                    "type": ["string", "null"],
                     "minLength": 1,
                     "description": "A plain name: no `/`, `\\`, `..`, NUL, leading dot, "
                     "nor over 255 bytes (else 422).",
                 },
-                "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+                "sha256": {"type": ["string", "null"], "pattern": "^[0-9a-fA-F]{64}$"},
                 "max_speed_mbps": _extra(
-                    {"type": "number", "exclusiveMinimum": 0, "maximum": 1e6},
+                    {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1e6},
                     "a speed limit for this task, in 10^6 bytes/s.",
                 ),
-                "post_process": _extra({"type": "object"}, "processing steps for this task."),
+                "post_process": _extra(
+                    {
+                        "type": ["object", "null"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "transcode": {
+                                "type": ["string", "null"],
+                                "enum": [*sorted(PRESETS), None],
+                                "description": "a transcode preset (422 without ffmpeg).",
+                            }
+                        },
+                    },
+                    "processing steps for this task.",
+                ),
             },
         },
         "Event": {

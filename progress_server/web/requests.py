@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from yarl import URL
 
 from progress_server import filenames
 from progress_server.appkeys import SCHEDULER
@@ -90,6 +91,9 @@ def check_url(url: str) -> None:
     try:
         parts = urlsplit(url)
         port = parts.port
+        # The downloader parses with yarl, which is stricter than urlsplit (a backslash in
+        # the host, for one): refuse here what it would refuse later.
+        URL(url)
     except ValueError as exc:
         raise ApiError(422, f"'url' is not a valid URL: {exc}") from exc
     if parts.scheme not in ("http", "https"):
