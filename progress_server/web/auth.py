@@ -15,17 +15,20 @@ from progress_server.auth import Principal, bearer_token
 from progress_server.web.errors import ApiError, Handler
 from progress_server.web.sessions import CSRF_HEADER, same_origin
 
-PRINCIPAL = "principal"
+# Typed request state, as AppKeys are for the app (web.RequestKey: aiohttp 3.14).
+PRINCIPAL = web.RequestKey("principal", Principal)
 # The WebSocket may also authenticate with its first frame, so it passes unauthenticated.
 _FRAME_AUTH_PATHS = frozenset({"/api/progress/ws"})
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def principal(request: web.Request) -> Principal:
-    found = request.get(PRINCIPAL)
-    if not isinstance(found, Principal):
-        raise ApiError(401, "an API key is required", headers={"WWW-Authenticate": "Bearer"})
-    return found
+    try:
+        return request[PRINCIPAL]
+    except KeyError:
+        raise ApiError(
+            401, "an API key is required", headers={"WWW-Authenticate": "Bearer"}
+        ) from None
 
 
 def client_address(request: web.Request) -> str:

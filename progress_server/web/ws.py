@@ -101,8 +101,10 @@ def upgrade_principal(request: web.Request) -> Principal | None:
     """Who opened the socket, as the auth middleware found it: a Bearer key, or the page's
     session cookie (web/auth.py's `authenticate_request` is the one place that decides,
     including the Origin check for cookies). None: the client must send an `auth` frame."""
-    found = request.get(PRINCIPAL)
-    return found if isinstance(found, Principal) else None
+    try:
+        return request[PRINCIPAL]
+    except KeyError:
+        return None
 
 
 async def progress_ws(request: web.Request) -> web.WebSocketResponse:
