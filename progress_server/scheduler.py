@@ -1,6 +1,6 @@
 """Who runs when: the queue, concurrency limits, pause/cancel/retry/delete, and recovery.
 
-Every state change goes through `_transition`, which persists the task change and its event
+Every state change goes through `transition`, which persists the task change and its event
 in one transaction before anyone is told (see EventBus.publish).
 """
 
