@@ -7,7 +7,6 @@ and a working directory outside the repository.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -22,13 +21,8 @@ import pytest
 
 from tests.serverproc import REPO_ROOT, free_port
 
-pytestmark = [
-    pytest.mark.skipif(
-        importlib.util.find_spec("shiv") is None,
-        reason="shiv is not installed (pip install shiv, or the [test] extra)",
-    ),
-    pytest.mark.timeout(300),
-]
+# shiv is in the [test] extra: a missing one is a broken set-up, so no skip here.
+pytestmark = [pytest.mark.timeout(300)]
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # The interpreter under any virtualenv: nothing of ours is installed there, as on a machine
