@@ -19,6 +19,7 @@ if _REPO_ROOT not in sys.path:
 from progress_server.app import create_app  # noqa: E402
 from progress_server.settings import Settings  # noqa: E402
 from tests.apiclient import Api  # noqa: E402
+from tests.media import library  # noqa: E402
 from tests.origins import Origin  # noqa: E402
 
 # --------------------------------------------------------------------------------------
@@ -56,3 +57,17 @@ def make_api(aiohttp_client: Any, tmp_path: Path) -> MakeApi:
 @pytest.fixture
 async def api(make_api: MakeApi) -> Api:
     return await make_api()
+
+
+# -- media (real files made with ffmpeg once per session folder) -------------------------
+
+
+@pytest.fixture(scope="module")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return library(tmp_path_factory.getbasetemp() / "media")
+
+
+@pytest.fixture
+async def media_origin(media_dir: Path) -> AsyncIterator[Origin]:
+    async with Origin(media_dir=media_dir) as started:
+        yield started

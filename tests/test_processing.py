@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,23 +21,11 @@ from tests.media import (
     HAVE_FFMPEG,
     codecs,
     duration,
-    library,
     processes_mentioning,
 )
 from tests.origins import Origin
 
 pytestmark = pytest.mark.skipif(not HAVE_FFMPEG, reason="needs ffmpeg and ffprobe on PATH")
-
-
-@pytest.fixture(scope="module")
-def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return library(tmp_path_factory.getbasetemp() / "media")
-
-
-@pytest.fixture
-async def media_origin(media_dir: Path) -> AsyncIterator[Origin]:
-    async with Origin(media_dir=media_dir) as started:
-        yield started
 
 
 def downloads(api: Api) -> Path:

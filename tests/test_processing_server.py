@@ -12,23 +12,12 @@ import aiohttp
 import pytest
 
 from tests.apiclient import eventually
-from tests.media import HAVE_FFMPEG, codecs, library, processes_mentioning
+from tests.media import HAVE_FFMPEG, codecs, processes_mentioning
 from tests.origins import Origin
 from tests.serverproc import ServerProcess, create_key
 from tests.test_hooks import HOOK_SCRIPT, SECRET, Receiver
 
 pytestmark = pytest.mark.skipif(not HAVE_FFMPEG, reason="needs ffmpeg and ffprobe on PATH")
-
-
-@pytest.fixture(scope="module")
-def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return library(tmp_path_factory.getbasetemp() / "media")
-
-
-@pytest.fixture
-async def media_origin(media_dir: Path) -> AsyncIterator[Origin]:
-    async with Origin(media_dir=media_dir) as started:
-        yield started
 
 
 class Client:
