@@ -105,6 +105,30 @@ def main() -> None:
     help="Downloads running at once from one host.",
 )
 @serve_option(
+    "--segments",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 16),
+    help="Ranged connections one download may use at once, each fetching its own part of "
+    "the file (1: one connection). Only files the origin serves in ranges with a validator, "
+    "and at least twice --min-segment-size, are split. A task may set its own 'segments'.",
+)
+@serve_option(
+    "--min-segment-size",
+    default=8 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(65536),
+    help="Bytes; no part of a split download is smaller than this.",
+)
+@serve_option(
+    "--max-connections-per-host",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Connections open to one host across all downloads. The first connection of a "
+    "download always opens; only its extra connections wait for room.",
+)
+@serve_option(
     "--max-retries",
     default=5,
     show_default=True,

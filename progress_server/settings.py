@@ -20,6 +20,15 @@ class Settings:
     port: int = 8000
     max_concurrent: int = 3
     max_per_host: int = 2
+    # Ranged connections one download may use at once (1: never split); a task may ask for
+    # its own number with the "segments" field.
+    segments: int = 4
+    # No segment is ever smaller than this, so a file under twice the size stays on one
+    # connection.
+    min_segment_size: int = 8 * 1024 * 1024
+    # Connections open to one host across all tasks. A task's first connection always
+    # opens (so extra connections never keep a queued task from starting); extras wait.
+    max_connections_per_host: int = 16
     max_retries: int = 5
     progress_interval: float = 0.25
     # Snapshots of running tasks reach SQLite at most this often, in one transaction.
