@@ -255,6 +255,11 @@ def _schemas() -> JSON:
                     {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1e6},
                     "a speed limit for this task, in 10^6 bytes/s.",
                 ),
+                "segments": _extra(
+                    {"type": ["integer", "null"], "minimum": 1, "maximum": 16},
+                    "ranged connections this download may use at once (default: the "
+                    "server's --segments).",
+                ),
                 "post_process": _extra(
                     {
                         "type": ["object", "null"],
