@@ -77,6 +77,8 @@ class RunningTask:
         self.holds_slot = False
         self.host = urlsplit(task.url).hostname or ""
         self.transferring = False
+        # Connections the transfer has open now (a split download uses several).
+        self.connections = 0
         self._last_progress: JSON | None = None
         self._last_processing_report = float("-inf")
         self._last_processing: JSON | None = None
@@ -119,6 +121,9 @@ class RunningTask:
         self.tracker.add(nbytes)
         if self.tracker.due():
             await self.emit_progress()
+
+    async def connections_changed(self, open_now: int) -> None:
+        self.connections = open_now
 
     async def attempt_failed(self, error: DownloadError, attempt: int, delay: float) -> None:
         self.transferring = False

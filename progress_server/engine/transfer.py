@@ -1,0 +1,542 @@
+"""One download's transfer: where to resume, the first response, the split, and the finish.
+
+An attempt starts from what is known: the segment plan of the attempt before it, else the
+journal of a split `.part`, else a one-connection `.part` (a prefix of the file, resumed
+from its size), else nothing. Its first request continues the first unfinished segment
+(`Range` + `If-Range`) or, with nothing kept, fetches the whole file. When that answer
+allows it (a size, a validator, no Content-Encoding, at least two segments' worth of
+bytes), the rest is split among extra connections (`SegmentWorkers`) whose ranged answers
+are each checked before a byte is kept. Durability overlaps the transfer: what was written
+is fdatasync'd every quarter second (split) or every 64 MiB, and only then does the
+journal claim it, so the final fsync is short and no crash leaves a claim the disk lacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import aiohttp
+from yarl import URL
+
+from progress_server import filenames
+from progress_server.engine.connection import Answer, open_response
+from progress_server.engine.errors import RETRYABLE_STATUS, DownloadError, RestartFromZero, classify
+from progress_server.engine.headers import retry_after
+from progress_server.engine.journal import (
+    JournalUnreadable,
+    SavedSegments,
+    SegmentJournal,
+    SidecarJournal,
+)
+from progress_server.engine.partfile import PartFile, PrefixHasher
+from progress_server.engine.segments import Segment, SegmentPlan
+from progress_server.engine.throttle import Throttle
+from progress_server.engine.workers import SegmentWorkers
+from progress_server.models import ErrorType, Task
+from progress_server.netpolicy import NetworkPolicy
+from progress_server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Free space is checked again after every this many bytes (a statvfs call) while the file
+# is not preallocated.
+DISK_CHECK_BYTES = 4 * 1024 * 1024
+SYNC_SECONDS = 0.25
+SYNC_BYTES = 64 * 1024 * 1024
+# Restarts from zero within one attempt before the origin is called unstable.
+MAX_RESTARTS = 3
+
+
+@dataclass(frozen=True)
+class TransferOutcome:
+    part_path: Path
+    size: int
+    sha256: str
+
+
+class TransferObserver(Protocol):
+    """What a transfer tells the task running it. Implemented by the scheduler."""
+
+    async def choose_filename(self, content_disposition: str | None) -> str: ...
+
+    async def response_started(
+        self, offset: int, total: int | None, etag: str | None, last_modified: str | None
+    ) -> None: ...
+
+    async def restarted_from_zero(self, reason: str) -> None: ...
+
+    async def received(self, nbytes: int) -> None: ...
+
+    async def attempt_failed(self, error: DownloadError, attempt: int, delay: float) -> None: ...
+
+    async def connections_changed(self, open_now: int) -> None: ...
+
+
+class HostConnections:
+    """Connections open per host across every download (--max-connections-per-host)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = {}
+
+    def take(self, host: str, *, first: bool) -> bool:
+        """Count one more connection to `host`. A download's first connection always
+        gets one; an extra one only while the host is under the limit."""
+        count = self._open.get(host, 0)
+        if not first and count >= self.limit:
+            return False
+        self._open[host] = count + 1
+        return True
+
+    def give_back(self, host: str) -> None:
+        count = self._open.get(host, 0) - 1
+        if count > 0:
+            self._open[host] = count
+        else:
+            self._open.pop(host, None)
+
+    def open_to(self, host: str) -> int:
+        return self._open.get(host, 0)
+
+
+@dataclass(frozen=True)
+class Network:
+    """What a transfer uses to reach origins: shared by every download of the server."""
+
+    settings: Settings
+    session: aiohttp.ClientSession
+    policy: NetworkPolicy
+    hosts: HostConnections
+
+
+class Transfer:
+    """One download, across its attempts: the plan, the `.part` file and its hash."""
+
+    def __init__(
+        self, net: Network, task: Task, observer: TransferObserver, throttle: Throttle
+    ) -> None:
+        self.net = net
+        self.settings = net.settings
+        self.task = task
+        self.observer = observer
+        self.throttle = throttle
+        self.url: str | URL = task.url
+        self.host = urlsplit(task.url).hostname or ""
+        self.plan: SegmentPlan | None = None
+        self.part: PartFile | None = None
+        self.hasher: PrefixHasher | None = None
+        self.journal: SegmentJournal | None = None
+        # The ETag or Last-Modified the kept bytes belong to (If-Range).
+        self.validator: str | None = None
+        # Split, journaled and preallocated: the `.part` size says nothing any more.
+        self.journaled = False
+        self.split_allowed = True
+        self.restarts = 0
+        self.received = 0
+        self._unchecked = 0
+        self._unsynced = 0
+        self._sync_due = asyncio.Event()
+        wanted = task.options.get("segments")
+        self.wanted = wanted if isinstance(wanted, int) else self.settings.segments
+
+    # -- attempts --------------------------------------------------------------------
+
+    async def attempt(self) -> TransferOutcome:
+        """One attempt; raises DownloadError (and CancelledError)."""
+        try:
+            for _ in range(MAX_RESTARTS + 1):
+                try:
+                    return await self._attempt_once()
+                except RestartFromZero as restart:
+                    await self._start_over(str(restart))
+            raise DownloadError(
+                ErrorType.HTTP_ERROR,
+                "the file kept changing on the origin while it was fetched",
+                retryable=True,
+            )
+        except Exception as exc:
+            error = classify(exc, self.settings)
+            if error is None:
+                raise
+            if error is not exc:
+                raise error from exc
+            raise
+
+    async def _attempt_once(self) -> TransferOutcome:
+        if self.plan is None:
+            await self._resume_from_disk()
+        elif not self.validator:
+            # Without a validator a resumed range could splice two versions.
+            await self._start_over("origin gave no validator to resume against")
+        else:
+            await self._after_failed_attempt()
+        first = None
+        if self.plan is not None:
+            if self.plan.complete and self.journaled:
+                return await self._finish()
+            # A one-connection `.part` that looks complete is still checked with the origin
+            # (a 416 naming that size), as it would be after a crash before the rename.
+            first = self.plan.claim(0) or self.plan.segments[0]
+        headers = {"Accept-Encoding": "identity"}
+        if first is not None:
+            headers.update(self.range_headers(first))
+        response = await open_response(self.net.session, self.net.policy, self.url, headers)
+        try:
+            answer = Answer.of(response)
+            first = await self._accept_first(response, answer, first)
+        except BaseException:
+            response.close()
+            raise
+        if first is None:
+            response.release()  # a 416 that proved the file complete on disk
+            return await self._finish()
+        self.url = response.url
+        await self._maybe_split(first, answer)
+        workers = SegmentWorkers(self)
+        syncing = asyncio.create_task(self._keep_durable(), name="part-durability")
+        try:
+            await workers.run(first, response, answer)
+        finally:
+            syncing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await syncing
+        return await self._finish()
+
+    def range_headers(self, segment: Segment) -> dict[str, str]:
+        assert self.plan is not None
+        last = "" if segment.end is None or segment.end == self.plan.total else segment.end - 1
+        return {"Range": f"bytes={segment.pos}-{last}", "If-Range": self.validator or ""}
+
+    # -- where to start --------------------------------------------------------------
+
+    async def _resume_from_disk(self) -> None:
+        task = self.task
+        if task.filename is None:
+            return
+        journal = self._open_journal()
+        try:
+            saved = await journal.load()
+        except JournalUnreadable:
+            saved = None
+            await journal.remove()
+            # Without its journal a split `.part` cannot be told apart from holes.
+            await self._open_part(keep=0)
+            return
+        part = self._part_path()
+        size = await asyncio.to_thread(_size_or_zero, part)
+        validator = task.etag or task.last_modified
+        if saved is not None and size == saved.total:
+            plan = SegmentPlan.restore(saved.total, saved.spans, self.settings.min_segment_size)
+            if plan is not None and validator and saved.validator == validator:
+                self.plan, self.validator, self.journaled = plan, validator, True
+                await self._open_part(keep=None)
+                return
+            size = 0  # a split `.part` of another version or a broken journal
+        if saved is not None:
+            await journal.remove()
+        if size > 0 and not validator:
+            await self.observer.restarted_from_zero("origin gave no validator to resume against")
+            size = 0
+        await self._open_part(keep=size)
+        if size > 0:
+            self.plan = SegmentPlan.single(
+                task.total_bytes, self.settings.min_segment_size, kept=size
+            )
+            self.validator = validator
+
+    async def _after_failed_attempt(self) -> None:
+        """Continue from exactly what reached the file; the hash must not be ahead of it."""
+        assert self.plan is not None and self.hasher is not None
+        for segment in self.plan.segments:
+            segment.pos = segment.written
+            segment.owner = None
+        await self.hasher.settle()
+        if self.hasher.hashed > self.plan.written_prefix():
+            await self.hasher.reset()
+
+    async def _start_over(self, reason: str) -> None:
+        await self.observer.restarted_from_zero(reason)
+        self.restarts += 1
+        if self.restarts >= 2:
+            # An origin whose file changes under every second request cannot be split.
+            self.split_allowed = False
+        await self._discard()
+
+    async def _discard(self) -> None:
+        self.plan = None
+        self.validator = None
+        if self.journal is not None:
+            await self.journal.remove()
+        self.journaled = False
+        if self.part is not None:
+            await self._open_part(keep=0)
+
+    # -- the first answer ------------------------------------------------------------
+
+    async def _accept_first(
+        self, response: aiohttp.ClientResponse, answer: Answer, first: Segment | None
+    ) -> Segment | None:
+        """Check the attempt's first answer; the segment its body fills (None: the file
+        is already complete on disk)."""
+        status = answer.status
+        if first is not None and status == 416:
+            assert self.plan is not None
+            whole = answer.total
+            if not self.journaled and whole == first.pos and self.plan.total in (None, whole):
+                # The part file already holds every byte (a crash just before the rename).
+                first.end = self.plan.total = whole
+                await self.observer.response_started(whole, whole, *self._validators())
+                return None
+            raise RestartFromZero(f"origin cannot continue at byte {first.pos}")
+        if status >= 400:
+            raise DownloadError(
+                ErrorType.HTTP_ERROR,
+                f"origin answered {status} {response.reason or ''}".strip(),
+                retryable=status in RETRYABLE_STATUS,
+                retry_after=retry_after(response.headers.get("Retry-After")),
+                status=status,
+            )
+        if status not in (200, 206):
+            raise DownloadError(
+                ErrorType.HTTP_ERROR, f"unexpected status {status} from origin", status=status
+            )
+        if first is not None and status == 206:
+            return await self._continue(response, answer, first)
+        if first is not None:
+            same = answer.validator == self.validator
+            if same:
+                self.split_allowed = False
+            await self.observer.restarted_from_zero(
+                "origin does not support ranges" if same else "the file changed on the origin"
+            )
+            self.restarts += 1
+            await self._discard()
+        elif status == 206 and (
+            answer.first != 0 or (answer.total is not None and answer.stop != answer.total)
+        ):
+            shown = answer.shown_range(response)
+            raise DownloadError(
+                ErrorType.HTTP_ERROR, f"origin sent a partial response ({shown}) to a full request"
+            )
+        return await self._fresh(response, answer)
+
+    async def _continue(
+        self, response: aiohttp.ClientResponse, answer: Answer, first: Segment
+    ) -> Segment:
+        assert self.plan is not None
+        plan = self.plan
+        asked_stop = first.end if first.end is not None else answer.total
+        whole_known = plan.total is None or answer.total is None or answer.total == plan.total
+        if not (answer.first == first.pos and answer.stop == asked_stop and whole_known):
+            shown = answer.shown_range(response)
+            raise RestartFromZero(f"origin answered {shown} to a request for bytes {first.pos}-")
+        if not self.same_version(answer):
+            raise RestartFromZero("the file changed on the origin")
+        if plan.total is None and answer.total is not None:
+            plan.total = first.end = answer.total
+        await self._check_size(plan.total)
+        if not self.journaled:  # a split file's space is already reserved
+            await self._check_disk(plan.total, plan.received)
+        await self.observer.response_started(plan.received, plan.total, *self._validators())
+        return first
+
+    async def _fresh(self, response: aiohttp.ClientResponse, answer: Answer) -> Segment:
+        """This response carries the whole file from byte 0: start the plan over with it."""
+        task = self.task
+        total = answer.total if answer.status == 206 else answer.length
+        # The first full response names the version every later range must match.
+        task.etag, task.last_modified = answer.etag, None if answer.etag else answer.last_modified
+        self.validator = answer.validator
+        await self._check_size(total)
+        if task.filename is None:
+            task.filename = await self.observer.choose_filename(
+                response.headers.get("Content-Disposition")
+            )
+        await self._check_disk(total, 0)
+        if self.part is None:
+            self._open_journal()
+            await self._open_part(keep=0)
+        assert self.journal is not None
+        await self.journal.remove()
+        self.plan = SegmentPlan.single(total, self.settings.min_segment_size)
+        first = self.plan.claim(0)
+        assert first is not None
+        await self.observer.response_started(0, total, *self._validators())
+        return first
+
+    def same_version(self, answer: Answer) -> bool:
+        """Whether a ranged answer names the version the kept bytes belong to (an answer
+        without that kind of validator is taken on If-Range's word)."""
+        ours = self.validator
+        if not ours:
+            return True
+        theirs = answer.etag if ours.startswith(('"', "W/")) else answer.last_modified
+        return theirs is None or theirs == ours
+
+    def _validators(self) -> tuple[str | None, str | None]:
+        return self.task.etag, self.task.last_modified
+
+    # -- splitting -------------------------------------------------------------------
+
+    async def _maybe_split(self, first: Segment, answer: Answer) -> None:
+        plan = self.plan
+        assert plan is not None and self.part is not None and self.journal is not None
+        if self.journaled or self.wanted < 2 or not self.split_allowed:
+            return
+        if plan.total is None or answer.encoded or answer.ranges_refused or not self.validator:
+            return
+        if not plan.split(first, self.wanted):
+            return
+        # The journal first, then the full-size file: see journal.py.
+        await self.part.datasync()
+        await self.journal.save(SavedSegments(plan.total, self.validator, plan.spans()))
+        await self.part.preallocate(plan.total)
+        self.journaled = True
+        log.debug("task %s: split into %d segments", self.task.task_id, len(plan.segments))
+
+    # -- bytes -----------------------------------------------------------------------
+
+    async def on_bytes(self, nbytes: int) -> None:
+        self.received += nbytes
+        await self.observer.received(nbytes)
+        if self.journaled:
+            return  # preallocated: the space is already reserved
+        assert self.plan is not None
+        max_size = self.settings.max_size
+        if max_size is not None and self.plan.received > max_size:
+            raise DownloadError(
+                ErrorType.SIZE_LIMIT, f"more than the {max_size}-byte limit arrived"
+            )
+        self._unchecked += nbytes
+        if self._unchecked >= DISK_CHECK_BYTES:
+            self._unchecked = 0
+            await self._check_disk(self.plan.total, self.plan.received)
+
+    def on_written(self, segment: Segment) -> Callable[[int], None]:
+        def landed(nbytes: int) -> None:
+            segment.written += nbytes
+            self._unsynced += nbytes
+            if self._unsynced >= SYNC_BYTES:
+                self._sync_due.set()
+            if self.hasher is not None and self.plan is not None:
+                self.hasher.catch_up(self.plan.written_prefix())
+
+        return landed
+
+    async def _keep_durable(self) -> None:
+        """fdatasync what was written while the transfer goes on; then journal it."""
+        while True:
+            timeout = SYNC_SECONDS if self.journaled else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sync_due.wait(), timeout)
+            self._sync_due.clear()
+            if self._unsynced:
+                await self._make_durable()
+
+    async def _make_durable(self) -> None:
+        assert self.part is not None and self.plan is not None
+        # Taken before the sync starts: only writes that had landed by then are claimed.
+        spans = self.plan.spans() if self.journaled else None
+        self._unsynced = 0
+        await self.part.datasync()
+        if spans is not None and self.journal is not None and self.validator:
+            assert self.plan.total is not None
+            await self.journal.save(SavedSegments(self.plan.total, self.validator, spans))
+
+    # -- the end ---------------------------------------------------------------------
+
+    async def _finish(self) -> TransferOutcome:
+        plan, part, hasher = self.plan, self.part, self.hasher
+        assert plan is not None and part is not None and hasher is not None
+        assert plan.total is not None
+        digest = await hasher.digest(plan.total, plan.written_prefix)
+        await part.fsync()
+        if self.journal is not None and self.journaled:
+            await self.journal.remove()
+        self.journaled = False
+        return TransferOutcome(part.path, plan.total, digest)
+
+    async def close(self) -> None:
+        """Leave the `.part` resumable: a split one's journal names every written byte."""
+        part, hasher = self.part, self.hasher
+        if part is None or hasher is None:
+            return
+        try:
+            await hasher.settle()
+            if self.journaled and self.plan is not None:
+                await self._make_durable_through_cancel()
+        finally:
+            part.close()
+            self.part = None
+
+    async def _make_durable_through_cancel(self) -> None:
+        job = asyncio.ensure_future(self._make_durable())
+        cancelled = False
+        while not job.done():
+            try:
+                await asyncio.wait([job])
+            except asyncio.CancelledError:
+                cancelled = True
+        if not job.cancelled() and job.exception() is not None:
+            log.warning("could not save the segment journal: %s", job.exception())
+        if cancelled:
+            raise asyncio.CancelledError
+
+    # -- files -----------------------------------------------------------------------
+
+    def _part_path(self) -> Path:
+        assert self.task.filename is not None
+        return self.settings.downloads_dir / filenames.part_name(self.task.filename)
+
+    def _open_journal(self) -> SegmentJournal:
+        if self.journal is None:
+            self.journal = SidecarJournal(self._part_path())
+        return self.journal
+
+    async def _open_part(self, keep: int | None) -> None:
+        if self.part is None:
+            self.part = PartFile(self._part_path())
+            self.hasher = PrefixHasher(self.part)
+        else:
+            assert self.hasher is not None
+            await self.hasher.reset()
+            self.part.close()
+        await self.part.open(keep)
+
+    async def _check_size(self, total: int | None) -> None:
+        max_size = self.settings.max_size
+        if max_size is not None and total is not None and total > max_size:
+            raise DownloadError(
+                ErrorType.SIZE_LIMIT, f"the file is {total} bytes, the limit is {max_size}"
+            )
+
+    async def _check_disk(self, total: int | None, written: int) -> None:
+        # In a thread like every other file-system call here: on a busy disk even a
+        # statvfs can wait.
+        free = await asyncio.to_thread(_free_bytes, self.settings.downloads_dir)
+        needed = max((total or 0) - written, 0) + self.settings.min_free_bytes
+        if free < needed:
+            raise DownloadError(
+                ErrorType.DISK_ERROR,
+                f"not enough free disk space: {free} bytes free, {needed} needed",
+            )
+
+
+def _size_or_zero(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _free_bytes(directory: Path) -> int:
+    directory.mkdir(parents=True, exist_ok=True)
+    return shutil.disk_usage(directory).free
