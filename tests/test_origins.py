@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.apiclient import eventually
 from tests.origins import Origin, payload, payload_sha256, payload_slice
 
 SIZE = 300_000
@@ -232,9 +232,12 @@ async def test_busy_over_answers_429_while_that_many_are_in_flight(origin: Origi
         assert await first.read() == await second.read() == payload(200_000)
         first.release()
         second.release()
+
         # The handlers end a moment after the last byte (their throttle sleeps).
-        while origin.in_flight["/file/busy.bin"]:
-            await asyncio.sleep(0.01)
+        async def idle() -> bool:
+            return origin.in_flight["/file/busy.bin"] == 0
+
+        await eventually(idle, 10, interval=0.01)
         async with session.get(url) as again:
             assert again.status == 200
             await again.read()
