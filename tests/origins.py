@@ -273,6 +273,8 @@ class Origin:
         self.sent: Counter[str] = Counter()
         self.in_flight: Counter[str] = Counter()
         self.peak_in_flight: Counter[str] = Counter()
+        # Per path: requests turned away by busy_over.
+        self.turned_away: Counter[str] = Counter()
         self._budgets: weakref.WeakKeyDictionary[asyncio.BaseTransport, _ConnectionBudget] = (
             weakref.WeakKeyDictionary()
         )
@@ -346,6 +348,7 @@ class Origin:
         self._ranged.clear()
         self.sent.clear()
         self.peak_in_flight.clear()
+        self.turned_away.clear()
 
     # -- handlers --------------------------------------------------------------------
 
@@ -392,6 +395,7 @@ class Origin:
             return web.Response(status=p.status, text=f"injected {p.status}\n", headers=extra)
         if p.busy_over is not None and self.in_flight[request.path] >= p.busy_over:
             extra = {"Retry-After": p.retry_after} if p.retry_after else {}
+            self.turned_away[request.path] += 1
             return web.Response(status=429, text="too many connections\n", headers=extra)
 
         seed, version = p.seed, 0
@@ -524,6 +528,8 @@ class Origin:
             if budget is not None:
                 budget.sent += end - pos
             pos = end
+            if pos >= limit:
+                break  # no throttle sleep after the last byte: the response is over
             ahead = 0.0
             if p.rate:
                 ahead = pos / p.rate - (loop.time() - started)

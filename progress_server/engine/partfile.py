@@ -16,11 +16,14 @@ import asyncio
 import errno
 import hashlib
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 FLUSH_BYTES = 1024 * 1024
+# A slow connection's bytes reach the file at least this often, so a crash loses little.
+FLUSH_SECONDS = 0.1
 _READ_CHUNK = 4 * 1024 * 1024
 # Bytes ahead of the hashed prefix are read back once at least this much has piled up.
 READBACK_BYTES = 8 * 1024 * 1024
@@ -200,6 +203,7 @@ class BlockWriter:
         self._blocks: list[bytes] = []
         self._buffered = 0
         self._offset = 0
+        self._since = 0.0
         self._pending: asyncio.Future[list[Any]] | None = None
         self._on_written: Callable[[int], None] = lambda n: None
 
@@ -210,9 +214,11 @@ class BlockWriter:
         self._on_written = on_written
 
     async def add(self, data: bytes) -> None:
+        if not self._blocks:
+            self._since = time.monotonic()
         self._blocks.append(data)
         self._buffered += len(data)
-        if self._buffered >= FLUSH_BYTES:
+        if self._buffered >= FLUSH_BYTES or time.monotonic() - self._since >= FLUSH_SECONDS:
             await self.flush()
 
     async def flush(self) -> None:
