@@ -110,6 +110,27 @@ def salvage(content: aiohttp.StreamReader) -> bytes:
         return b""
 
 
+async def _next_chunk(content: aiohttp.StreamReader, limit: int | None) -> bytes:
+    """The next bytes of a body; b"" at its end. Unthrottled, one received buffer at a
+    time: readany() would join everything buffered into one new bytes object, a copy of
+    every byte that the vectored write does not need."""
+    if limit:
+        return await content.read(limit)
+    while True:
+        chunk, end_of_http_chunk = await content.readchunk()
+        if chunk or not end_of_http_chunk:
+            return chunk
+
+
+def _body_without_read_timeout(response: aiohttp.ClientResponse) -> None:
+    """Stop aiohttp's per-read timer for the body: it re-arms a timer on every buffer
+    received, and a stalled body is the watchdogs' job (stall and read timeouts). The
+    headers were still waited for under the read timeout."""
+    connection = response.connection
+    if connection is not None and connection.protocol is not None:
+        connection.protocol.read_timeout = None
+
+
 class Connection:
     """Streams response bodies into segments of the `.part` file, one segment at a time."""
 
@@ -139,12 +160,13 @@ class Connection:
         unstarted neighbours while the body runs on) or the body ends. True when the body
         was read to its end, so the connection can go back to the pool."""
         self.writer.bind(segment.pos, on_written)
+        _body_without_read_timeout(response)
         content = response.content
         limit = self._throttle.slice_bytes if self._throttle.limited else None
         try:
             while self._room(segment, plan, response_stop):
                 try:
-                    chunk = await (content.read(limit) if limit else content.readany())
+                    chunk = await _next_chunk(content, limit)
                 except BaseException:
                     rest = salvage(content)
                     if rest:

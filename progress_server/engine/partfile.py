@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 FLUSH_BYTES = 1024 * 1024
+MAX_BLOCK_BYTES = 8 * 1024 * 1024
 # A slow connection's bytes reach the file at least this often, so a crash loses little.
 FLUSH_SECONDS = 0.1
 _READ_CHUNK = 4 * 1024 * 1024
@@ -91,6 +92,9 @@ class PartFile:
             if written:
                 views[0] = views[0][written:]
 
+    async def truncate(self, size: int) -> None:
+        await asyncio.to_thread(os.ftruncate, self.fd, size)
+
     async def datasync(self) -> None:
         await asyncio.to_thread(os.fdatasync, self.fd)
 
@@ -119,11 +123,13 @@ class PrefixHasher:
     """sha256 of the file's in-order prefix, kept up to date as that prefix grows.
 
     One job (an in-memory update or a read-back) runs at a time, so the hash object is
-    never touched by two threads at once.
+    never touched by two threads at once. A disabled hasher does nothing: the digest is
+    only worth its CPU when a checksum will be compared with it.
     """
 
-    def __init__(self, part: PartFile) -> None:
+    def __init__(self, part: PartFile, enabled: bool = True) -> None:
         self._part = part
+        self.enabled = enabled
         self._hash = hashlib.sha256()
         self.hashed = 0
         self._job: asyncio.Future[None] | None = None
@@ -136,7 +142,7 @@ class PrefixHasher:
     def inline(self, offset: int, blocks: list[bytes], nbytes: int) -> asyncio.Future[None] | None:
         """Hash blocks about to be written at `offset` from memory, if they continue the
         prefix and no other job runs; None otherwise (they are read back later)."""
-        if offset != self.hashed or self.busy:
+        if not self.enabled or offset != self.hashed or self.busy:
             return None
         self._surface_error()
         digest = self._hash
@@ -151,7 +157,7 @@ class PrefixHasher:
 
     def catch_up(self, frontier: int, force: bool = False) -> None:
         """Start reading back written bytes between the hashed prefix and `frontier`."""
-        if self.busy or frontier <= self.hashed:
+        if not self.enabled or self.busy or frontier <= self.hashed:
             return
         if not force and frontier - self.hashed < READBACK_BYTES:
             return
@@ -161,8 +167,10 @@ class PrefixHasher:
         job = self._part.read_job(start, frontier, self._hash.update)
         self._job = asyncio.get_running_loop().run_in_executor(None, job)
 
-    async def digest(self, total: int, frontier: Callable[[], int]) -> str:
+    async def digest(self, total: int, frontier: Callable[[], int]) -> str | None:
         """The sha256 of the first `total` bytes, once every one of them is hashed."""
+        if not self.enabled:
+            return None
         while True:
             await self.settle()
             self._surface_error()
@@ -218,12 +226,20 @@ class BlockWriter:
             self._since = time.monotonic()
         self._blocks.append(data)
         self._buffered += len(data)
-        if self._buffered >= FLUSH_BYTES or time.monotonic() - self._since >= FLUSH_SECONDS:
+        if self._buffered >= FLUSH_BYTES:
+            # While the disk is still busy with the block before, this one grows (up to
+            # MAX_BLOCK_BYTES): fewer, larger writes when the disk is the slower side.
+            if self._pending is None or self._pending.done() or self._buffered >= MAX_BLOCK_BYTES:
+                await self.flush()
+        elif time.monotonic() - self._since >= FLUSH_SECONDS:
             await self.flush()
 
     async def flush(self) -> None:
         """Hand what is buffered to a thread (after the block before it is done)."""
         await self.drain()
+        self._submit()
+
+    def _submit(self) -> None:
         if not self._blocks:
             return
         blocks, nbytes = self._blocks, self._buffered
@@ -260,14 +276,9 @@ class BlockWriter:
         never counts as written."""
         await settle(self._pending)
         self._pending = None
-        if self._blocks:
-            blocks, nbytes = self._blocks, self._buffered
-            self._blocks, self._buffered = [], 0
-            job = self._part.write_job(self._offset, blocks)
-            self._offset += nbytes
-            await settle(job)
-            if not job.cancelled() and job.exception() is None:
-                self._on_written(nbytes)
+        self._submit()
+        await settle(self._pending)
+        self._pending = None
 
 
 def _first_error(results: list[Any]) -> BaseException | None:

@@ -117,6 +117,12 @@ class SegmentPlan:
             self._insert(new)
         return added
 
+    def unsplit(self, segment: Segment, added: list[Segment]) -> None:
+        """Undo `split`: `segment` covers again what `added` (still unstarted) took."""
+        for new in added:
+            self.segments.remove(new)
+        segment.end = added[-1].end
+
     def claim(self, owner: int) -> Segment | None:
         """The first unfinished segment nobody fetches, now `owner`'s."""
         for s in self.segments:

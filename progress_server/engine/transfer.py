@@ -53,13 +53,16 @@ SYNC_SECONDS = 0.25
 SYNC_BYTES = 64 * 1024 * 1024
 # Restarts from zero within one attempt before the origin is called unstable.
 MAX_RESTARTS = 3
+# The owner of segments just cut off, until extra connections may take them.
+RESERVED = -1
 
 
 @dataclass(frozen=True)
 class TransferOutcome:
     part_path: Path
     size: int
-    sha256: str
+    # Computed only when the task names a sha256 to check (else nothing would read it).
+    sha256: str | None
 
 
 class TransferObserver(Protocol):
@@ -199,11 +202,10 @@ class Transfer:
             response.release()  # a 416 that proved the file complete on disk
             return await self._finish()
         self.url = response.url
-        await self._maybe_split(first, answer)
         workers = SegmentWorkers(self)
         syncing = asyncio.create_task(self._keep_durable(), name="part-durability")
         try:
-            await workers.run(first, response, answer)
+            await workers.run(first, response, answer, splittable=self.splittable(answer))
         finally:
             syncing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -261,6 +263,13 @@ class Transfer:
         await self.hasher.settle()
         if self.hasher.hashed > self.plan.written_prefix():
             await self.hasher.reset()
+        await self._trim_prefix()
+
+    async def _trim_prefix(self) -> None:
+        """An unsplit `.part` must be exactly the bytes written: its size is what a
+        restart resumes from (a failed split may have grown it)."""
+        if not self.journaled and self.plan is not None and self.part is not None:
+            await self.part.truncate(self.plan.written_prefix())
 
     async def _start_over(self, reason: str) -> None:
         await self.observer.restarted_from_zero(reason)
@@ -386,21 +395,43 @@ class Transfer:
 
     # -- splitting -------------------------------------------------------------------
 
-    async def _maybe_split(self, first: Segment, answer: Answer) -> None:
+    def splittable(self, answer: Answer) -> bool:
+        """Whether this download may still be split: its size, version and encoding allow
+        it (the answer is the attempt's first), and it is not split already."""
+        plan = self.plan
+        if plan is None or self.journaled or self.wanted < 2 or not self.split_allowed:
+            return False
+        return not (
+            plan.total is None or answer.encoded or answer.ranges_refused or not self.validator
+        )
+
+    async def split(self, segment: Segment) -> bool:
+        """Cut what `segment` has left into parts for extra connections; False when it is
+        too small. The parts are reserved until the journal and the full-size file exist."""
         plan = self.plan
         assert plan is not None and self.part is not None and self.journal is not None
-        if self.journaled or self.wanted < 2 or not self.split_allowed:
-            return
-        if plan.total is None or answer.encoded or answer.ranges_refused or not self.validator:
-            return
-        if not plan.split(first, self.wanted):
-            return
-        # The journal first, then the full-size file: see journal.py.
-        await self.part.datasync()
-        await self.journal.save(SavedSegments(plan.total, self.validator, plan.spans()))
-        await self.part.preallocate(plan.total)
+        assert plan.total is not None and self.validator is not None
+        added = plan.split(segment, self.wanted)
+        if not added:
+            return False
+        for new in added:
+            new.owner = RESERVED
+        # Taken before the sync: only bytes written by then are claimed.
+        spans = plan.spans()
+        try:
+            # The journal first, then the full-size file: see journal.py.
+            await self.part.datasync()
+            await self.journal.save(SavedSegments(plan.total, self.validator, spans))
+            await self.part.preallocate(plan.total)
+        except BaseException:
+            plan.unsplit(segment, added)
+            await self.journal.remove()
+            raise
         self.journaled = True
+        for new in added:
+            new.owner = None
         log.debug("task %s: split into %d segments", self.task.task_id, len(plan.segments))
+        return True
 
     # -- bytes -----------------------------------------------------------------------
 
@@ -434,11 +465,13 @@ class Transfer:
     async def _keep_durable(self) -> None:
         """fdatasync what was written while the transfer goes on; then journal it."""
         while True:
-            timeout = SYNC_SECONDS if self.journaled else None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._sync_due.wait(), timeout)
+                await asyncio.wait_for(self._sync_due.wait(), SYNC_SECONDS)
+            # Unsplit, the `.part` size is the truth and nothing is journaled: sync by
+            # volume only, so the final fsync stays short.
+            due = self._sync_due.is_set() or (self.journaled and self._unsynced > 0)
             self._sync_due.clear()
-            if self._unsynced:
+            if due:
                 await self._make_durable()
 
     async def _make_durable(self) -> None:
@@ -457,6 +490,7 @@ class Transfer:
         plan, part, hasher = self.plan, self.part, self.hasher
         assert plan is not None and part is not None and hasher is not None
         assert plan.total is not None
+
         digest = await hasher.digest(plan.total, plan.written_prefix)
         await part.fsync()
         if self.journal is not None and self.journaled:
@@ -473,6 +507,8 @@ class Transfer:
             await hasher.settle()
             if self.journaled and self.plan is not None:
                 await self._make_durable_through_cancel()
+            elif self.plan is not None and not self.plan.complete:
+                await self._trim_prefix()
         finally:
             part.close()
             self.part = None
@@ -504,7 +540,7 @@ class Transfer:
     async def _open_part(self, keep: int | None) -> None:
         if self.part is None:
             self.part = PartFile(self._part_path())
-            self.hasher = PrefixHasher(self.part)
+            self.hasher = PrefixHasher(self.part, enabled=self.task.sha256 is not None)
         else:
             assert self.hasher is not None
             await self.hasher.reset()

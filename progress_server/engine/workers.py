@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _MAX_RETRY_AFTER = 600.0
+# A first connection at least this fast (10^6 B/s) is not split: the bottleneck is
+# elsewhere (disk, CPU), and per-connection throttles sit far below it.
+SPLIT_BELOW_BPS = 100_000_000
+PROBE_SECONDS = 0.1
+RECHECK_SECONDS = 0.5
 
 
 class SegmentWorkers:
@@ -55,13 +60,25 @@ class SegmentWorkers:
         self._all_ended = asyncio.Event()
         self._timers: list[asyncio.TimerHandle] = []
         self._stopping = False
+        self._splitter: asyncio.Task[None] | None = None
+        self._split_settled = asyncio.Event()
+        self._split_settled.set()
 
-    async def run(self, first: Segment, response: aiohttp.ClientResponse, answer: Answer) -> None:
-        """Fetch every segment; returns when the plan is complete, else raises."""
+    async def run(
+        self,
+        first: Segment,
+        response: aiohttp.ClientResponse,
+        answer: Answer,
+        splittable: bool,
+    ) -> None:
+        """Fetch every segment; returns when the plan is complete, else raises. With
+        `splittable`, the first connection's segment is split once it proves slow."""
         t = self.t
         t.net.hosts.take(t.host, first=True)
-        self._spawn(0, first, response, answer)
+        conn = self._spawn(0, first, response, answer)
         self.fill()
+        if splittable:
+            self._splitter = asyncio.create_task(self._split_when_slow(conn, first))
         try:
             if t.settings.min_speed_bps > 0:
                 # The minimum speed is the whole download's, not each connection's.
@@ -107,13 +124,48 @@ class SegmentWorkers:
         segment: Segment,
         response: aiohttp.ClientResponse | None,
         answer: Answer | None,
-    ) -> None:
+    ) -> Connection:
         t = self.t
         assert t.part is not None and t.hasher is not None
         conn = Connection(ident, t.part, t.hasher, t.throttle, t.on_bytes)
         self._live[ident] = asyncio.create_task(
             self._work(conn, segment, response, answer), name=f"connection-{ident}"
         )
+        return conn
+
+    async def _split_when_slow(self, conn: Connection, segment: Segment) -> None:
+        """Split the first connection's segment once that connection proves slower than
+        SPLIT_BELOW_BPS (checked after PROBE_SECONDS, then every RECHECK_SECONDS): a
+        connection that fast is not what limits the download, and on a machine's own
+        cores more connections would only compete for them."""
+        t = self.t
+        wait = PROBE_SECONDS
+        clock = asyncio.get_running_loop().time
+        seen, since, throttled = conn.received, clock(), t.throttle.waited_seconds
+        try:
+            while not segment.finished and conn.ident in self._live:
+                await asyncio.sleep(wait)
+                wait = RECHECK_SECONDS
+                now = clock()
+                speed = (conn.received - seen) / max(now - since, 1e-6)
+                ours = t.throttle.waited_seconds > throttled  # our own speed limit
+                seen, since, throttled = conn.received, now, t.throttle.waited_seconds
+                if speed >= SPLIT_BELOW_BPS or ours or conn.received == 0:
+                    continue
+                remaining = segment.remaining
+                if remaining is None or remaining < 2 * self.plan.min_size:
+                    return
+                self._split_settled.clear()
+                try:
+                    split = await t.split(segment)
+                finally:
+                    self._split_settled.set()
+                if split:
+                    self.target = max(1, t.wanted)
+                    self.fill()
+                    return
+        except Exception as exc:  # a full disk at the preallocation, say
+            self._fail(classify(exc, t.settings) or exc)
 
     async def _work(
         self,
@@ -123,6 +175,7 @@ class SegmentWorkers:
         answer: Answer | None,
     ) -> None:
         t = self.t
+
         await t.observer.connections_changed(len(self._live))
         current: Segment | None = segment
         mark = conn.received
@@ -135,7 +188,7 @@ class SegmentWorkers:
                 consumed = False
                 try:
                     async with StallWatchdog(
-                        t.settings.stall_timeout,
+                        min(t.settings.stall_timeout, t.settings.read_timeout),
                         0.0,
                         received=lambda: conn.received,
                         throttled_seconds=lambda: t.throttle.waited_seconds,
@@ -152,7 +205,7 @@ class SegmentWorkers:
                 if not current.finished:
                     self._body_ended(current)
                 self.plan.release(current)
-                current = self._next_work(conn.ident)
+                current = await self._next_work(conn.ident)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -182,7 +235,9 @@ class SegmentWorkers:
             retryable=True,
         )
 
-    def _next_work(self, ident: int) -> Segment | None:
+    async def _next_work(self, ident: int) -> Segment | None:
+        # The parts being cut off a segment right now are work too.
+        await self._split_settled.wait()
         if not self.t.journaled or self._stopping:
             return None
         return self.plan.claim(ident) or self.plan.steal(ident)
@@ -271,6 +326,8 @@ class SegmentWorkers:
         for timer in self._timers:
             timer.cancel()
         jobs = list(self._live.values())
+        if self._splitter is not None:
+            jobs.append(self._splitter)
         for job in jobs:
             job.cancel()
         cancelled = False
