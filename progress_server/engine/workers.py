@@ -43,7 +43,7 @@ _MAX_RETRY_AFTER = 600.0
 # A first connection at least this fast (10^6 B/s) is not split: the bottleneck is
 # elsewhere (disk, CPU), and per-connection throttles sit far below it.
 SPLIT_BELOW_BPS = 100_000_000
-PROBE_SECONDS = 0.1
+PROBE_SECONDS = 0.05
 RECHECK_SECONDS = 0.5
 
 
