@@ -118,9 +118,22 @@ class RunningTask:
         )
 
     async def received(self, nbytes: int) -> None:
-        self.tracker.add(nbytes)
-        if self.tracker.due():
-            await self.emit_progress()
+        tracker = self.tracker
+        tracker.add(nbytes)
+        if tracker.until_due() > 0 or self._ending_within_interval():
+            return
+        tracker.mark_emitted()
+        await self.emit_progress()
+
+    def _ending_within_interval(self) -> bool:
+        # The final 100 % frame keeps the interval's spacing too; a frame sent in the
+        # last interval would make the end of the download wait for it.
+        tracker = self.tracker
+        if tracker.total_bytes is None:
+            return False
+        speed = tracker.speed_bps()
+        remaining = tracker.total_bytes - tracker.downloaded_bytes
+        return speed > 0 and remaining < speed * tracker.interval
 
     async def connections_changed(self, open_now: int) -> None:
         self.connections = open_now
