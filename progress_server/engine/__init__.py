@@ -2,6 +2,6 @@
 
 from progress_server.engine.downloader import Downloader
 from progress_server.engine.errors import DownloadError
-from progress_server.engine.transfer import TransferObserver, TransferOutcome
+from progress_server.engine.network import TransferObserver, TransferOutcome
 
 __all__ = ["DownloadError", "Downloader", "TransferObserver", "TransferOutcome"]

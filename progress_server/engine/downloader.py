@@ -17,14 +17,14 @@ import aiohttp
 
 from progress_server import filenames
 from progress_server.engine.errors import DownloadError
-from progress_server.engine.throttle import Throttle, TokenBucket, mbps_to_bps
-from progress_server.engine.transfer import (
+from progress_server.engine.network import (
     HostConnections,
     Network,
-    Transfer,
     TransferObserver,
     TransferOutcome,
 )
+from progress_server.engine.throttle import Throttle, TokenBucket, mbps_to_bps
+from progress_server.engine.transfer import Transfer
 from progress_server.models import Task
 from progress_server.netpolicy import NetworkPolicy, policy_for
 from progress_server.settings import Settings

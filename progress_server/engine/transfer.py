@@ -16,11 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -30,98 +25,32 @@ from progress_server import filenames
 from progress_server.engine.connection import Answer, open_response
 from progress_server.engine.errors import RETRYABLE_STATUS, DownloadError, RestartFromZero, classify
 from progress_server.engine.headers import retry_after
-from progress_server.engine.journal import (
-    JournalUnreadable,
-    SavedSegments,
-    SegmentJournal,
-    SidecarJournal,
-)
-from progress_server.engine.partfile import PartFile, PrefixHasher
+from progress_server.engine.journal import JournalUnreadable
+from progress_server.engine.network import Network, TransferObserver, TransferOutcome
 from progress_server.engine.segments import Segment, SegmentPlan
+from progress_server.engine.storage import (
+    DownloadFiles,
+    check_free_space,
+    check_size,
+    size_or_zero,
+)
 from progress_server.engine.throttle import Throttle
 from progress_server.engine.workers import SegmentWorkers
 from progress_server.models import ErrorType, Task
-from progress_server.netpolicy import NetworkPolicy
-from progress_server.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # Free space is checked again after every this many bytes (a statvfs call) while the file
 # is not preallocated.
 DISK_CHECK_BYTES = 4 * 1024 * 1024
-SYNC_SECONDS = 0.25
-SYNC_BYTES = 64 * 1024 * 1024
 # Restarts from zero within one attempt before the origin is called unstable.
 MAX_RESTARTS = 3
 # The owner of segments just cut off, until extra connections may take them.
 RESERVED = -1
 
 
-@dataclass(frozen=True)
-class TransferOutcome:
-    part_path: Path
-    size: int
-    # Computed only when the task names a sha256 to check (else nothing would read it).
-    sha256: str | None
-
-
-class TransferObserver(Protocol):
-    """What a transfer tells the task running it. Implemented by the scheduler."""
-
-    async def choose_filename(self, content_disposition: str | None) -> str: ...
-
-    async def response_started(
-        self, offset: int, total: int | None, etag: str | None, last_modified: str | None
-    ) -> None: ...
-
-    async def restarted_from_zero(self, reason: str) -> None: ...
-
-    async def received(self, nbytes: int) -> None: ...
-
-    async def attempt_failed(self, error: DownloadError, attempt: int, delay: float) -> None: ...
-
-    async def connections_changed(self, open_now: int) -> None: ...
-
-
-class HostConnections:
-    """Connections open per host across every download (--max-connections-per-host)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._open: dict[str, int] = {}
-
-    def take(self, host: str, *, first: bool) -> bool:
-        """Count one more connection to `host`. A download's first connection always
-        gets one; an extra one only while the host is under the limit."""
-        count = self._open.get(host, 0)
-        if not first and count >= self.limit:
-            return False
-        self._open[host] = count + 1
-        return True
-
-    def give_back(self, host: str) -> None:
-        count = self._open.get(host, 0) - 1
-        if count > 0:
-            self._open[host] = count
-        else:
-            self._open.pop(host, None)
-
-    def open_to(self, host: str) -> int:
-        return self._open.get(host, 0)
-
-
-@dataclass(frozen=True)
-class Network:
-    """What a transfer uses to reach origins: shared by every download of the server."""
-
-    settings: Settings
-    session: aiohttp.ClientSession
-    policy: NetworkPolicy
-    hosts: HostConnections
-
-
 class Transfer:
-    """One download, across its attempts: the plan, the `.part` file and its hash."""
+    """One download, across its attempts: the plan, and the files it fills."""
 
     def __init__(
         self, net: Network, task: Task, observer: TransferObserver, throttle: Throttle
@@ -134,21 +63,19 @@ class Transfer:
         self.url: str | URL = task.url
         self.host = urlsplit(task.url).hostname or ""
         self.plan: SegmentPlan | None = None
-        self.part: PartFile | None = None
-        self.hasher: PrefixHasher | None = None
-        self.journal: SegmentJournal | None = None
+        self.files: DownloadFiles | None = None
         # The ETag or Last-Modified the kept bytes belong to (If-Range).
         self.validator: str | None = None
-        # Split, journaled and preallocated: the `.part` size says nothing any more.
-        self.journaled = False
         self.split_allowed = True
         self.restarts = 0
         self.received = 0
         self._unchecked = 0
-        self._unsynced = 0
-        self._sync_due = asyncio.Event()
         wanted = task.options.get("segments")
         self.wanted = wanted if isinstance(wanted, int) else self.settings.segments
+
+    @property
+    def journaled(self) -> bool:
+        return self.files is not None and self.files.journaled
 
     # -- attempts --------------------------------------------------------------------
 
@@ -180,7 +107,11 @@ class Transfer:
             # Without a validator a resumed range could splice two versions.
             await self._start_over("origin gave no validator to resume against")
         else:
-            await self._after_failed_attempt()
+            for segment in self.plan.segments:
+                segment.pos = segment.written
+                segment.owner = None
+            assert self.files is not None
+            await self.files.after_failure(self.plan)
         first = None
         if self.plan is not None:
             if self.plan.complete and self.journaled:
@@ -202,8 +133,9 @@ class Transfer:
             response.release()  # a 416 that proved the file complete on disk
             return await self._finish()
         self.url = response.url
+        assert self.files is not None and self.plan is not None
         workers = SegmentWorkers(self)
-        syncing = asyncio.create_task(self._keep_durable(), name="part-durability")
+        syncing = asyncio.create_task(self.files.keep_durable(self.plan, self.validator))
         try:
             await workers.run(first, response, answer, splittable=self.splittable(answer))
         finally:
@@ -223,53 +155,34 @@ class Transfer:
         task = self.task
         if task.filename is None:
             return
-        journal = self._open_journal()
+        files = self._files()
         try:
-            saved = await journal.load()
+            saved = await files.journal.load()
         except JournalUnreadable:
-            saved = None
-            await journal.remove()
+            await files.forget_journal()
             # Without its journal a split `.part` cannot be told apart from holes.
-            await self._open_part(keep=0)
+            await files.open(keep=0)
             return
-        part = self._part_path()
-        size = await asyncio.to_thread(_size_or_zero, part)
+        size = await asyncio.to_thread(size_or_zero, files.path)
         validator = task.etag or task.last_modified
         if saved is not None and size == saved.total:
             plan = SegmentPlan.restore(saved.total, saved.spans, self.settings.min_segment_size)
             if plan is not None and validator and saved.validator == validator:
-                self.plan, self.validator, self.journaled = plan, validator, True
-                await self._open_part(keep=None)
+                self.plan, self.validator, files.journaled = plan, validator, True
+                await files.open(keep=None)
                 return
             size = 0  # a split `.part` of another version or a broken journal
         if saved is not None:
-            await journal.remove()
+            await files.forget_journal()
         if size > 0 and not validator:
             await self.observer.restarted_from_zero("origin gave no validator to resume against")
             size = 0
-        await self._open_part(keep=size)
+        await files.open(keep=size)
         if size > 0:
             self.plan = SegmentPlan.single(
                 task.total_bytes, self.settings.min_segment_size, kept=size
             )
             self.validator = validator
-
-    async def _after_failed_attempt(self) -> None:
-        """Continue from exactly what reached the file; the hash must not be ahead of it."""
-        assert self.plan is not None and self.hasher is not None
-        for segment in self.plan.segments:
-            segment.pos = segment.written
-            segment.owner = None
-        await self.hasher.settle()
-        if self.hasher.hashed > self.plan.written_prefix():
-            await self.hasher.reset()
-        await self._trim_prefix()
-
-    async def _trim_prefix(self) -> None:
-        """An unsplit `.part` must be exactly the bytes written: its size is what a
-        restart resumes from (a failed split may have grown it)."""
-        if not self.journaled and self.plan is not None and self.part is not None:
-            await self.part.truncate(self.plan.written_prefix())
 
     async def _start_over(self, reason: str) -> None:
         await self.observer.restarted_from_zero(reason)
@@ -282,11 +195,9 @@ class Transfer:
     async def _discard(self) -> None:
         self.plan = None
         self.validator = None
-        if self.journal is not None:
-            await self.journal.remove()
-        self.journaled = False
-        if self.part is not None:
-            await self._open_part(keep=0)
+        if self.files is not None:
+            await self.files.forget_journal()
+            await self.files.open(keep=0)
 
     # -- the first answer ------------------------------------------------------------
 
@@ -351,9 +262,9 @@ class Transfer:
             raise RestartFromZero("the file changed on the origin")
         if plan.total is None and answer.total is not None:
             plan.total = first.end = answer.total
-        await self._check_size(plan.total)
+        check_size(self.settings, plan.total)
         if not self.journaled:  # a split file's space is already reserved
-            await self._check_disk(plan.total, plan.received)
+            await check_free_space(self.settings, plan.total, plan.received)
         await self.observer.response_started(plan.received, plan.total, *self._validators())
         return first
 
@@ -364,17 +275,17 @@ class Transfer:
         # The first full response names the version every later range must match.
         task.etag, task.last_modified = answer.etag, None if answer.etag else answer.last_modified
         self.validator = answer.validator
-        await self._check_size(total)
+        check_size(self.settings, total)
         if task.filename is None:
             task.filename = await self.observer.choose_filename(
                 response.headers.get("Content-Disposition")
             )
-        await self._check_disk(total, 0)
-        if self.part is None:
-            self._open_journal()
-            await self._open_part(keep=0)
-        assert self.journal is not None
-        await self.journal.remove()
+        await check_free_space(self.settings, total, 0)
+        files = self._files()
+        # Whatever journal is there (an earlier version's, or an earlier task's of the
+        # same name) is not this plan's.
+        await files.forget_journal()
+        await files.open(keep=0)
         self.plan = SegmentPlan.single(total, self.settings.min_segment_size)
         first = self.plan.claim(0)
         assert first is not None
@@ -408,26 +319,20 @@ class Transfer:
     async def split(self, segment: Segment) -> bool:
         """Cut what `segment` has left into parts for extra connections; False when it is
         too small. The parts are reserved until the journal and the full-size file exist."""
-        plan = self.plan
-        assert plan is not None and self.part is not None and self.journal is not None
+        plan, files = self.plan, self.files
+        assert plan is not None and files is not None
         assert plan.total is not None and self.validator is not None
         added = plan.split(segment, self.wanted)
         if not added:
             return False
         for new in added:
             new.owner = RESERVED
-        # Taken before the sync: only bytes written by then are claimed.
-        spans = plan.spans()
         try:
-            # The journal first, then the full-size file: see journal.py.
-            await self.part.datasync()
-            await self.journal.save(SavedSegments(plan.total, self.validator, spans))
-            await self.part.preallocate(plan.total)
+            # The spans are taken before the sync: only bytes written by then are claimed.
+            await files.journal_split(plan.total, self.validator, plan.spans())
         except BaseException:
             plan.unsplit(segment, added)
-            await self.journal.remove()
             raise
-        self.journaled = True
         for new in added:
             new.owner = None
         log.debug("task %s: split into %d segments", self.task.task_id, len(plan.segments))
@@ -449,130 +354,26 @@ class Transfer:
         self._unchecked += nbytes
         if self._unchecked >= DISK_CHECK_BYTES:
             self._unchecked = 0
-            await self._check_disk(self.plan.total, self.plan.received)
-
-    def on_written(self, segment: Segment) -> Callable[[int], None]:
-        def landed(nbytes: int) -> None:
-            segment.written += nbytes
-            self._unsynced += nbytes
-            if self._unsynced >= SYNC_BYTES:
-                self._sync_due.set()
-            if self.hasher is not None and self.plan is not None:
-                self.hasher.catch_up(self.plan.written_prefix())
-
-        return landed
-
-    async def _keep_durable(self) -> None:
-        """fdatasync what was written while the transfer goes on; then journal it."""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._sync_due.wait(), SYNC_SECONDS)
-            # Unsplit, the `.part` size is the truth and nothing is journaled: sync by
-            # volume only, so the final fsync stays short.
-            due = self._sync_due.is_set() or (self.journaled and self._unsynced > 0)
-            self._sync_due.clear()
-            if due:
-                await self._make_durable()
-
-    async def _make_durable(self) -> None:
-        assert self.part is not None and self.plan is not None
-        # Taken before the sync starts: only writes that had landed by then are claimed.
-        spans = self.plan.spans() if self.journaled else None
-        self._unsynced = 0
-        await self.part.datasync()
-        if spans is not None and self.journal is not None and self.validator:
-            assert self.plan.total is not None
-            await self.journal.save(SavedSegments(self.plan.total, self.validator, spans))
+            await check_free_space(self.settings, self.plan.total, self.plan.received)
 
     # -- the end ---------------------------------------------------------------------
 
     async def _finish(self) -> TransferOutcome:
-        plan, part, hasher = self.plan, self.part, self.hasher
-        assert plan is not None and part is not None and hasher is not None
-        assert plan.total is not None
-
-        digest = await hasher.digest(plan.total, plan.written_prefix)
-        await part.fsync()
-        if self.journal is not None and self.journaled:
-            await self.journal.remove()
-        self.journaled = False
-        return TransferOutcome(part.path, plan.total, digest)
+        plan, files = self.plan, self.files
+        assert plan is not None and files is not None and plan.total is not None
+        digest = await files.finish(plan)
+        return TransferOutcome(files.path, plan.total, digest)
 
     async def close(self) -> None:
-        """Leave the `.part` resumable: a split one's journal names every written byte."""
-        part, hasher = self.part, self.hasher
-        if part is None or hasher is None:
-            return
-        try:
-            await hasher.settle()
-            if self.journaled and self.plan is not None:
-                await self._make_durable_through_cancel()
-            elif self.plan is not None and not self.plan.complete:
-                await self._trim_prefix()
-        finally:
-            part.close()
-            self.part = None
-
-    async def _make_durable_through_cancel(self) -> None:
-        job = asyncio.ensure_future(self._make_durable())
-        cancelled = False
-        while not job.done():
-            try:
-                await asyncio.wait([job])
-            except asyncio.CancelledError:
-                cancelled = True
-        if not job.cancelled() and job.exception() is not None:
-            log.warning("could not save the segment journal: %s", job.exception())
-        if cancelled:
-            raise asyncio.CancelledError
+        """Leave the `.part` resumable (see DownloadFiles.close)."""
+        if self.files is not None:
+            await self.files.close(self.plan, self.validator)
 
     # -- files -----------------------------------------------------------------------
 
-    def _part_path(self) -> Path:
-        assert self.task.filename is not None
-        return self.settings.downloads_dir / filenames.part_name(self.task.filename)
-
-    def _open_journal(self) -> SegmentJournal:
-        if self.journal is None:
-            self.journal = SidecarJournal(self._part_path())
-        return self.journal
-
-    async def _open_part(self, keep: int | None) -> None:
-        if self.part is None:
-            self.part = PartFile(self._part_path())
-            self.hasher = PrefixHasher(self.part, enabled=self.task.sha256 is not None)
-        else:
-            assert self.hasher is not None
-            await self.hasher.reset()
-            self.part.close()
-        await self.part.open(keep)
-
-    async def _check_size(self, total: int | None) -> None:
-        max_size = self.settings.max_size
-        if max_size is not None and total is not None and total > max_size:
-            raise DownloadError(
-                ErrorType.SIZE_LIMIT, f"the file is {total} bytes, the limit is {max_size}"
-            )
-
-    async def _check_disk(self, total: int | None, written: int) -> None:
-        # In a thread like every other file-system call here: on a busy disk even a
-        # statvfs can wait.
-        free = await asyncio.to_thread(_free_bytes, self.settings.downloads_dir)
-        needed = max((total or 0) - written, 0) + self.settings.min_free_bytes
-        if free < needed:
-            raise DownloadError(
-                ErrorType.DISK_ERROR,
-                f"not enough free disk space: {free} bytes free, {needed} needed",
-            )
-
-
-def _size_or_zero(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _free_bytes(directory: Path) -> int:
-    directory.mkdir(parents=True, exist_ok=True)
-    return shutil.disk_usage(directory).free
+    def _files(self) -> DownloadFiles:
+        if self.files is None:
+            assert self.task.filename is not None
+            path = self.settings.downloads_dir / filenames.part_name(self.task.filename)
+            self.files = DownloadFiles(path, hashing=self.task.sha256 is not None)
+        return self.files

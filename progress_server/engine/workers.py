@@ -49,9 +49,10 @@ RECHECK_SECONDS = 0.5
 
 class SegmentWorkers:
     def __init__(self, transfer: Transfer) -> None:
-        assert transfer.plan is not None
+        assert transfer.plan is not None and transfer.files is not None
         self.t = transfer
         self.plan = transfer.plan
+        self.files = transfer.files
         self.target = max(1, transfer.wanted) if transfer.journaled else 1
         self._live: dict[int, asyncio.Task[None]] = {}
         self._next_ident = 1
@@ -126,8 +127,7 @@ class SegmentWorkers:
         answer: Answer | None,
     ) -> Connection:
         t = self.t
-        assert t.part is not None and t.hasher is not None
-        conn = Connection(ident, t.part, t.hasher, t.throttle, t.on_bytes)
+        conn = Connection(ident, self.files.part, self.files.hasher, t.throttle, t.on_bytes)
         self._live[ident] = asyncio.create_task(
             self._work(conn, segment, response, answer), name=f"connection-{ident}"
         )
@@ -193,9 +193,8 @@ class SegmentWorkers:
                         received=lambda: conn.received,
                         throttled_seconds=lambda: t.throttle.waited_seconds,
                     ):
-                        consumed = await conn.stream(
-                            response, current, self.plan, stop, t.on_written(current)
-                        )
+                        landed = self.files.on_written(self.plan, current)
+                        consumed = await conn.stream(response, current, self.plan, stop, landed)
                 finally:
                     if consumed:
                         response.release()
