@@ -273,6 +273,9 @@ class Origin:
         self.sent: Counter[str] = Counter()
         self.in_flight: Counter[str] = Counter()
         self.peak_in_flight: Counter[str] = Counter()
+        # Over all paths: responses being sent now, and the most at once.
+        self.total_in_flight = 0
+        self.peak_total_in_flight = 0
         # Per path: requests turned away by busy_over.
         self.turned_away: Counter[str] = Counter()
         self._budgets: weakref.WeakKeyDictionary[asyncio.BaseTransport, _ConnectionBudget] = (
@@ -348,6 +351,7 @@ class Origin:
         self._ranged.clear()
         self.sent.clear()
         self.peak_in_flight.clear()
+        self.peak_total_in_flight = 0
         self.turned_away.clear()
 
     # -- handlers --------------------------------------------------------------------
@@ -479,6 +483,8 @@ class Origin:
         path = request.path
         self.in_flight[path] += 1
         self.peak_in_flight[path] = max(self.peak_in_flight[path], self.in_flight[path])
+        self.total_in_flight += 1
+        self.peak_total_in_flight = max(self.peak_total_in_flight, self.total_in_flight)
         try:
             await resp.prepare(request)
             if not is_get:
@@ -488,6 +494,7 @@ class Origin:
             await self._send_body(request, resp, p, piece, start, limit, stall_at)
         finally:
             self.in_flight[path] -= 1
+            self.total_in_flight -= 1
 
         if cut is not None:
             # Flush headers even when nothing was written, then hang up. close() (not
