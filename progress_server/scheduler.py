@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from progress_server import filenames
 from progress_server.downloader import Downloader, DownloadError
+from progress_server.engine.journal import kept_bytes, sidecar_path
 from progress_server.events import EventBus
 from progress_server.models import (
     JSON,
@@ -252,7 +253,7 @@ class Scheduler:
         part = self._part_path(task)
         if part is not None and part.exists():
             # The .part file is the truth after a crash; the stored count may lag behind it.
-            task.downloaded_bytes = part.stat().st_size
+            task.downloaded_bytes = kept_bytes(part)
         if task.state is TaskState.PROCESSING:
             log.debug("task %s: processing again after restart", task.task_id)
         elif task.state is TaskState.DOWNLOADING:
@@ -403,7 +404,7 @@ class Scheduler:
 
     async def _requeue(self, task: Task) -> Task:
         part = self._part_path(task)
-        task.downloaded_bytes = part.stat().st_size if part and part.exists() else 0
+        task.downloaded_bytes = kept_bytes(part) if part else 0
         task.result = task.error = None
         await self.transition(
             task,
@@ -424,7 +425,7 @@ class Scheduler:
         paths: list[Path] = []
         part = self._part_path(task)
         if part is not None:
-            paths.append(part)
+            paths += [part, sidecar_path(part)]
         if delete_file and task.filename:
             paths.append(self.settings.downloads_dir / task.filename)
             produced = (task.result or {}).get("filename")

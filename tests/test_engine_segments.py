@@ -213,3 +213,17 @@ async def test_pause_and_resume_continue_every_segment(make_api: MakeApi, origin
         assert any(s is not None and start < s[0] < stop for s in resumed), (bounds, resumed)
     assert origin.sent["/file/p.bin"] < SIZE * 1.1
     assert not journal.exists()
+
+
+async def test_deleting_a_paused_split_download_leaves_no_file(
+    make_api: MakeApi, origin: Origin
+) -> None:
+    api = await make_api(**SPLIT)
+    task = await api.submit(origin.url("/file/d.bin", size=SIZE, seed=13, conn_rate=500_000))
+    await api.wait_bytes(task["task_id"], SIZE // 4)
+    await api.json("POST", f"/api/downloads/{task['task_id']}/pause")
+    downloads = api.settings.downloads_dir
+    assert {p.name for p in downloads.iterdir()} == {"d.bin.part", "d.bin.part.segments"}
+
+    await api.json("DELETE", f"/api/downloads/{task['task_id']}", status=204)
+    assert list(downloads.iterdir()) == []
