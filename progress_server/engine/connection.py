@@ -24,6 +24,8 @@ from progress_server.engine.throttle import Throttle
 from progress_server.models import ErrorType
 from progress_server.netpolicy import NetworkPolicy
 
+# A read at least this long found bytes already waiting (asyncio reads up to 256 KiB).
+FULL_READ_BYTES = 128 * 1024
 REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 10
 
@@ -144,6 +146,11 @@ class Connection:
     ) -> None:
         self.ident = ident
         self.received = 0
+        # Reads, and those that came back full: when most do, bytes were already waiting
+        # for us (the origin is faster than we take them), and more connections would not
+        # help. A connection the origin holds back returns what trickled in since.
+        self.reads = 0
+        self.full_reads = 0
         self.writer = BlockWriter(part, hasher)
         self._throttle = throttle
         self._on_bytes = on_bytes
@@ -174,6 +181,9 @@ class Connection:
                     raise
                 if not chunk:
                     return True
+                self.reads += 1
+                if len(chunk) >= FULL_READ_BYTES:
+                    self.full_reads += 1
                 await self._accept(chunk, segment, plan, response_stop)
                 if limit:
                     await self._throttle.take(len(chunk))

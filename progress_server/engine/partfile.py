@@ -214,6 +214,9 @@ class BlockWriter:
         self._since = 0.0
         self._pending: asyncio.Future[list[Any]] | None = None
         self._on_written: Callable[[int], None] = lambda n: None
+        # Seconds this connection waited for the disk: a connection the disk holds back
+        # would not be helped by more connections.
+        self.disk_wait = 0.0
 
     def bind(self, offset: int, on_written: Callable[[int], None]) -> None:
         """Write from `offset` on; the writer must be drained (nothing buffered)."""
@@ -264,8 +267,11 @@ class BlockWriter:
     async def drain(self) -> None:
         pending, self._pending = self._pending, None
         if pending is not None:
+            waited_from = None if pending.done() else time.monotonic()
             # Shielded: a cancel must not abandon a thread still writing to the file.
             error = _first_error(await asyncio.shield(pending))
+            if waited_from is not None:
+                self.disk_wait += time.monotonic() - waited_from
             if error is not None:
                 raise error
 

@@ -135,22 +135,32 @@ class SegmentWorkers:
 
     async def _split_when_slow(self, conn: Connection, segment: Segment) -> None:
         """Split the first connection's segment once that connection proves slower than
-        SPLIT_BELOW_BPS (checked after PROBE_SECONDS, then every RECHECK_SECONDS): a
-        connection that fast is not what limits the download, and on a machine's own
-        cores more connections would only compete for them."""
+        SPLIT_BELOW_BPS (checked after PROBE_SECONDS, then every RECHECK_SECONDS) while
+        nothing on our side held it back (our speed limit, the disk, a CPU too busy to
+        take the bytes already waiting): only then is the connection what limits the
+        download. Otherwise more connections would only compete for the same cores."""
         t = self.t
         wait = PROBE_SECONDS
         clock = asyncio.get_running_loop().time
-        seen, since, throttled = conn.received, clock(), t.throttle.waited_seconds
+        seen, since = conn.received, clock()
+        throttled, disk = t.throttle.waited_seconds, conn.writer.disk_wait
+        reads, full = conn.reads, conn.full_reads
         try:
             while not segment.finished and conn.ident in self._live:
                 await asyncio.sleep(wait)
                 wait = RECHECK_SECONDS
                 now = clock()
                 speed = (conn.received - seen) / max(now - since, 1e-6)
-                ours = t.throttle.waited_seconds > throttled  # our own speed limit
-                seen, since, throttled = conn.received, now, t.throttle.waited_seconds
-                if speed >= SPLIT_BELOW_BPS or ours or conn.received == 0:
+                # Held back on our side (our speed limit, the disk, or bytes already
+                # waiting for us: a busy CPU): more connections would only compete.
+                ours = t.throttle.waited_seconds > throttled
+                disk_bound = conn.writer.disk_wait - disk > (now - since) / 4
+                behind = 4 * (conn.full_reads - full) > conn.reads - reads
+                seen, since = conn.received, now
+                throttled, disk = t.throttle.waited_seconds, conn.writer.disk_wait
+                reads, full = conn.reads, conn.full_reads
+                held_back = ours or disk_bound or behind
+                if speed >= SPLIT_BELOW_BPS or held_back or conn.received == 0:
                     continue
                 remaining = segment.remaining
                 if remaining is None or remaining < 2 * self.plan.min_size:
