@@ -57,18 +57,31 @@ class DownloadFiles:
         await self.journal.remove()
         self.journaled = False
 
-    async def journal_split(self, total: int, validator: str, spans: tuple[Span, ...]) -> None:
+    async def journal_split(
+        self, total: int, validator: str, spans: tuple[Span, ...], prefix: Callable[[], int]
+    ) -> None:
         """Make a freshly split plan durable: the journal first, then the full-size file,
         so no crash leaves a full-size `.part` without the journal that says most of it
-        is holes."""
-        try:
-            await self.part.datasync()
-            await self.journal.save(SavedSegments(total, validator, spans))
-            await self.part.preallocate(total)
-        except BaseException:
-            await self.journal.remove()
-            raise
-        self.journaled = True
+        is holes. Finished even through a cancel (re-raised afterwards), so `journaled`
+        always tells which of the two the disk holds. On failure the `.part` is cut back
+        to `prefix()`, the bytes written, before the journal goes."""
+
+        async def steps() -> None:
+            try:
+                await self.part.datasync()
+                await self.journal.save(SavedSegments(total, validator, spans))
+                await self.part.preallocate(total)
+            except BaseException:
+                await self.part.truncate(prefix())
+                await self.journal.remove()
+                raise
+            self.journaled = True
+
+        job = asyncio.ensure_future(steps())
+        await settle(job)
+        error = None if job.cancelled() else job.exception()
+        if error is not None:
+            raise error
 
     def on_written(self, plan: SegmentPlan, segment: Segment) -> Callable[[int], None]:
         def landed(nbytes: int) -> None:

@@ -329,12 +329,13 @@ class Transfer:
             new.owner = RESERVED
         try:
             # The spans are taken before the sync: only bytes written by then are claimed.
-            await files.journal_split(plan.total, self.validator, plan.spans())
-        except BaseException:
-            plan.unsplit(segment, added)
-            raise
-        for new in added:
-            new.owner = None
+            await files.journal_split(plan.total, self.validator, plan.spans(), plan.written_prefix)
+        finally:
+            if files.journaled:
+                for new in added:
+                    new.owner = None
+            else:
+                plan.unsplit(segment, added)
         log.debug("task %s: split into %d segments", self.task.task_id, len(plan.segments))
         return True
 
