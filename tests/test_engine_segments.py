@@ -227,3 +227,18 @@ async def test_deleting_a_paused_split_download_leaves_no_file(
 
     await api.json("DELETE", f"/api/downloads/{task['task_id']}", status=204)
     assert list(downloads.iterdir()) == []
+
+
+async def test_extra_connections_go_straight_to_where_the_redirect_led(
+    make_api: MakeApi, origin: Origin
+) -> None:
+    api = await make_api(**SPLIT)
+    url = origin.url("/file/r.bin", size=SIZE, seed=14, conn_rate=1_000_000, redirect=1)
+    task = await api.submit(url)
+    done = await api.wait_for(task["task_id"], "completed")
+
+    assert sha256_file(downloaded(api, done)) == payload_sha256(SIZE, 14)
+    requests = origin.requests_for("/file/r.bin")
+    # One redirect, once: the ranged requests ask the final URL.
+    assert [r.query.get("redirect") for r in requests].count("1") == 1
+    assert len([r for r in requests if r.range]) >= 3
