@@ -17,8 +17,10 @@ import aiohttp
 
 from progress_server import filenames
 from progress_server.engine.errors import DownloadError
+from progress_server.engine.journal import SidecarJournal
 from progress_server.engine.network import (
     HostConnections,
+    JournalFactory,
     Network,
     TransferObserver,
     TransferOutcome,
@@ -38,10 +40,13 @@ class Downloader:
         settings: Settings,
         session: aiohttp.ClientSession,
         policy: NetworkPolicy | None = None,
+        journals: JournalFactory | None = None,
     ) -> None:
         self.settings = settings
         self.session = session
         self.policy = policy or policy_for(settings)
+        # A sidecar beside each split `.part` unless told otherwise (the store, later).
+        self.journals: JournalFactory = journals or (lambda _task_id, part: SidecarJournal(part))
         limit = settings.speed_limit_mbps
         # One bucket shared by every transfer: the server's total bandwidth.
         self.global_bucket = TokenBucket(mbps_to_bps(limit)) if limit else None
@@ -61,7 +66,7 @@ class Downloader:
 
     async def download(self, task: Task, observer: TransferObserver) -> TransferOutcome:
         """Run attempts until one succeeds or retries are spent; raises DownloadError."""
-        net = Network(self.settings, self.session, self.policy, self.hosts)
+        net = Network(self.settings, self.session, self.policy, self.hosts, self.journals)
         transfer = Transfer(net, task, observer, self.throttle_for(task))
         try:
             attempt = 0

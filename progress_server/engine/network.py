@@ -1,14 +1,17 @@
 """What the engine shares across downloads and what it reports: the HTTP session and URL
-policy, connections per host, and the observer a transfer tells about its progress."""
+policy, connections per host, where segment journals live, and the observer a transfer
+tells about its progress."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
+from progress_server.engine.journal import SegmentJournal
 from progress_server.netpolicy import NetworkPolicy
 from progress_server.settings import Settings
 
@@ -78,3 +81,8 @@ class Network:
     session: aiohttp.ClientSession
     policy: NetworkPolicy
     hosts: HostConnections
+    # Where a split download keeps its segment offsets: (task id, `.part` path) -> journal.
+    journals: JournalFactory
+
+
+JournalFactory = Callable[[str, Path], SegmentJournal]

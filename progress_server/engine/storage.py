@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from progress_server.engine.errors import DownloadError
-from progress_server.engine.journal import SavedSegments, SegmentJournal, SidecarJournal
+from progress_server.engine.journal import SavedSegments, SegmentJournal
 from progress_server.engine.partfile import PartFile, PrefixHasher, settle
 from progress_server.engine.segments import Segment, SegmentPlan, Span
 from progress_server.models import ErrorType
@@ -31,10 +31,10 @@ SYNC_BYTES = 64 * 1024 * 1024
 
 
 class DownloadFiles:
-    def __init__(self, part_path: Path, hashing: bool) -> None:
+    def __init__(self, part_path: Path, hashing: bool, journal: SegmentJournal) -> None:
         self.part = PartFile(part_path)
         self.hasher = PrefixHasher(self.part, enabled=hashing)
-        self.journal: SegmentJournal = SidecarJournal(part_path)
+        self.journal = journal
         # Split, journaled and preallocated: the `.part` size says nothing any more.
         self.journaled = False
         self._open = False

@@ -376,5 +376,6 @@ class Transfer:
         if self.files is None:
             assert self.task.filename is not None
             path = self.settings.downloads_dir / filenames.part_name(self.task.filename)
-            self.files = DownloadFiles(path, hashing=self.task.sha256 is not None)
+            journal = self.net.journals(self.task.task_id, path)
+            self.files = DownloadFiles(path, self.task.sha256 is not None, journal)
         return self.files
