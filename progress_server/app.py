@@ -34,7 +34,7 @@ from progress_server.processing.tools import detect_media_tools
 from progress_server.scheduler import Scheduler
 from progress_server.settings import Settings
 from progress_server.snapshots import SnapshotCache
-from progress_server.store import Store
+from progress_server.store.sqlite import SqliteStore
 from progress_server.web.auth import auth_middleware
 from progress_server.web.errors import error_middleware
 from progress_server.web.page import setup_templates
@@ -92,7 +92,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     loop_lag = LoopLagMonitor()
     app[LOOP_LAG] = loop_lag
-    store = Store(settings.db_path)
+    store = SqliteStore(settings.db_path)
     await store.open()
     bus = EventBus(store, SnapshotCache())
     await bus.start()

@@ -35,7 +35,7 @@ from progress_server.models import (
 from progress_server.partfile import fsync_dir
 from progress_server.processing import Pipeline, ProcessingContext, ProcessingError, transcode
 from progress_server.settings import Settings
-from progress_server.store import SnapshotRow, Store
+from progress_server.store import SnapshotRow, Store, TaskChange
 from progress_server.tracker import ProgressTracker
 
 log = logging.getLogger("progress_server.tasks")
@@ -99,10 +99,9 @@ class RunningTask:
         self.transferring = True
         await self.scheduler.store.update_task(
             self.task.task_id,
-            etag=etag,
-            last_modified=last_modified,
-            total_bytes=total,
-            downloaded_bytes=offset,
+            TaskChange(
+                etag=etag, last_modified=last_modified, total_bytes=total, downloaded_bytes=offset
+            ),
         )
         await self.emit_progress(force=True)
 
@@ -314,7 +313,7 @@ class Scheduler:
         """Pick a free name and record it, under the lock, so no two tasks get one name."""
         async with self._names_lock:
             name = await self._unique_name(wanted)
-            await self.store.update_task(task_id, filename=name)
+            await self.store.update_task(task_id, TaskChange(filename=name))
             return name
 
     async def place_file(self, scratch: Path, wanted: str) -> Path:
@@ -591,10 +590,10 @@ class Scheduler:
         Shielded: a cancel arriving mid-write must not leave the database and the
         in-memory task disagreeing about what happened.
         """
-        fields["state"] = state
+        change = TaskChange(state=state, updated_at=time.time(), **fields)
 
         async def persist(event: Event) -> None:
-            await self.store.record_transition(event, task.task_id, fields)
+            await self.store.record_transition(event, task.task_id, change)
 
         async def publish() -> None:
             await self.bus.publish(
@@ -608,11 +607,7 @@ class Scheduler:
             )
             # Inside the shield too: a transition that happened is applied and logged even
             # when the caller is cancelled while it is being written.
-            task.state = state
-            for key, value in fields.items():
-                if hasattr(task, key) and key != "state":
-                    setattr(task, key, value)
-            task.updated_at = time.time()
+            change.apply_to(task)
             _log_transition(task.task_id, name, state, body or {})
 
         await asyncio.shield(publish())
