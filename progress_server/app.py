@@ -15,6 +15,7 @@ from progress_server.appkeys import (
     LOOP_LAG,
     MEDIA_TOOLS,
     METRICS,
+    QUERIES,
     SCHEDULER,
     SESSIONS,
     SETTINGS,
@@ -122,6 +123,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     app[SESSIONS] = sessions
     app[CLIENT_SESSION] = session
     app[SCHEDULER] = scheduler
+    app[QUERIES] = scheduler.queries
     metrics = Metrics(scheduler, bus, store, loop_lag=loop_lag, sockets=hub)
     app[METRICS] = metrics
     metrics.start()

@@ -11,6 +11,7 @@ from progress_server.fanout import Hub
 from progress_server.looplag import LoopLagMonitor
 from progress_server.metrics import Metrics
 from progress_server.processing.tools import MediaTools
+from progress_server.queries import TaskQueries
 from progress_server.scheduler import Scheduler
 from progress_server.settings import Settings
 from progress_server.store import Store
@@ -20,6 +21,7 @@ SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 BUS = web.AppKey("bus", EventBus)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
+QUERIES = web.AppKey("queries", TaskQueries)
 KEYRING = web.AppKey("keyring", KeyRing)
 LOGIN_LIMITER = web.AppKey("login_limiter", FailedLoginLimiter)
 CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
