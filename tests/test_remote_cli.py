@@ -101,7 +101,7 @@ async def test_ls_table_shows_state_progress_name_and_error(api: Api, origin: Or
     by_id = {line.split()[0]: line for line in lines[1:]}
     completed_line = by_id[done["task_id"][:8]]
     assert "completed" in completed_line
-    assert "100.0%" in completed_line
+    assert "100.0 %" in completed_line
     assert "2.5 MB" in completed_line
     assert "report.pdf" in completed_line
     failed_line = by_id[failed["task_id"][:8]]
@@ -261,7 +261,7 @@ async def test_add_wait_follows_progress_and_exits_zero(api: Api, origin: Origin
     lines = result.stderr.splitlines()
     assert any("downloading" in line and "%" in line for line in lines), result.stderr
     assert "completed" in lines[-1]
-    assert "100.0%" in lines[-1]
+    assert "100.0 %" in lines[-1]
     assert table(result)[1][1] == "completed"
 
 

@@ -5,8 +5,8 @@ checked against the server's own (`progress_server.models.TASK_RECORD_KEYS`) by
 tests/test_openapi.py.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: TypedDict reads NotRequired[...] from the
+# evaluated annotations, and string annotations would make every key required at runtime.
 from typing import Any, NotRequired, TypedDict
 
 FINAL_STATES = frozenset({"completed", "failed", "cancelled"})
