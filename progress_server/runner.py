@@ -256,13 +256,7 @@ class TaskRun:
             return
         self._last_processing_report = now
         self._last_processing = report
-        await self.ctx.bus.publish(
-            EventName.PROCESSING,
-            self.task.task_id,
-            self.task.owner_key_id,
-            TaskState.PROCESSING,
-            {"processing": report},
-        )
+        await self._publish(EventName.PROCESSING, TaskState.PROCESSING, {"processing": report})
 
     async def place_output(self, scratch: Path, wanted: str) -> Path:
         return await self.ctx.downloads.place_output(scratch, wanted)
@@ -284,11 +278,13 @@ class TaskRun:
                 wire = progress.to_wire()
             self.tracker.mark_emitted()
         self._last_progress = wire
+        await self._publish(EventName.PROGRESS, TaskState.DOWNLOADING, {"progress": wire}, progress)
+
+    async def _publish(
+        self, name: EventName, state: TaskState, body: JSON, progress: Progress | None = None
+    ) -> None:
+        """A live event that changes no state and is not stored one by one (progress)."""
+        task = self.task
         await self.ctx.bus.publish(
-            EventName.PROGRESS,
-            self.task.task_id,
-            self.task.owner_key_id,
-            TaskState.DOWNLOADING,
-            {"progress": wire},
-            progress=progress,
+            name, task.task_id, task.owner_key_id, state, body, progress=progress
         )

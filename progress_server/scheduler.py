@@ -41,6 +41,8 @@ from progress_server.store import Store, TaskChange
 log = logging.getLogger("progress_server.tasks")
 
 IDEMPOTENCY_WINDOW = 24 * 3600
+# How a refusal names what was asked for.
+_VERBS = {TaskState.CANCELLED: "cancelled", TaskState.PAUSED: "paused"}
 
 
 @dataclass
@@ -186,14 +188,9 @@ class Scheduler:
     # -- actions -----------------------------------------------------------------------
 
     async def cancel(self, task: Task) -> Task:
-        task = self._current(task)
+        task = await self._stop_for(task, TaskState.CANCELLED, StopReason.CANCEL)
         if task.state is TaskState.CANCELLED:
             return task
-        if not transitions.may_follow(task.state, TaskState.CANCELLED):
-            raise Conflict(f"the task has already {task.state.value}")
-        task = await self._halt(task, StopReason.CANCEL)
-        if not transitions.may_follow(task.state, TaskState.CANCELLED):
-            raise Conflict(f"the task {task.state.value} before it could be cancelled")
         await self.lifecycle.transition(
             task,
             EventName.CANCELLED,
@@ -205,23 +202,32 @@ class Scheduler:
         return task
 
     async def pause(self, task: Task) -> Task:
-        task = self._current(task)
+        task = await self._stop_for(task, TaskState.PAUSED, StopReason.PAUSE)
         if task.state is TaskState.PAUSED:
             return task
-        if not transitions.may_follow(task.state, TaskState.PAUSED):
-            raise Conflict(f"a {task.state.value} task cannot be paused")
-        task = await self._halt(task, StopReason.PAUSE)
-        if not transitions.may_follow(task.state, TaskState.PAUSED):
-            # It moved on (to processing, or an end) while it was being stopped.
-            if task.state.is_active:
-                self._enqueue(task)
-            raise Conflict(f"the task is already {task.state.value}")
         await self.lifecycle.transition(
             task,
             EventName.PAUSED,
             TaskState.PAUSED,
             change=TaskChange(downloaded_bytes=task.downloaded_bytes),
         )
+        return task
+
+    async def _stop_for(self, task: Task, target: TaskState, reason: StopReason) -> Task:
+        """Stop the task's run so that it may become `target`; the task as it is then (as
+        it was, when it is in `target` already). Conflict, with nothing changed, when the
+        table does not let `target` follow its state, before or after the stop."""
+        task = self._current(task)
+        if task.state is target:
+            return task
+        if not transitions.may_follow(task.state, target):
+            raise Conflict(f"a {task.state.value} task cannot be {_VERBS[target]}")
+        task = await self._halt(task, reason)
+        if not transitions.may_follow(task.state, target):
+            # It moved on (to processing, or an end) while it was being stopped.
+            if task.state.is_active:
+                self._enqueue(task)
+            raise Conflict(f"the task is already {task.state.value}")
         return task
 
     async def resume(self, task: Task) -> Task:
