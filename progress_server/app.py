@@ -32,6 +32,7 @@ from progress_server.processing.build import build_pipeline
 from progress_server.processing.hooks import Hooks
 from progress_server.processing.tools import detect_media_tools
 from progress_server.scheduler import Scheduler
+from progress_server.sessions import SessionStore
 from progress_server.settings import Settings
 from progress_server.snapshots import SnapshotCache
 from progress_server.store import Store
@@ -39,7 +40,6 @@ from progress_server.web.auth import auth_middleware
 from progress_server.web.errors import error_middleware
 from progress_server.web.page import setup_templates
 from progress_server.web.routes import setup_routes
-from progress_server.web.sessions import SessionStore
 from progress_server.web.ws import close_sockets
 
 MAX_REQUEST_LINE = 32 * 1024

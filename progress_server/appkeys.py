@@ -12,9 +12,9 @@ from progress_server.looplag import LoopLagMonitor
 from progress_server.metrics import Metrics
 from progress_server.processing.tools import MediaTools
 from progress_server.scheduler import Scheduler
+from progress_server.sessions import SessionStore
 from progress_server.settings import Settings
 from progress_server.store import Store
-from progress_server.web.sessions import SessionStore
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
