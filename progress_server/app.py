@@ -28,8 +28,8 @@ from progress_server.fanout import Hub
 from progress_server.looplag import LoopLagMonitor
 from progress_server.metrics import Metrics
 from progress_server.netpolicy import PolicyResolver, policy_for
+from progress_server.notifications.hooks import Hooks
 from progress_server.processing.build import build_pipeline
-from progress_server.processing.hooks import Hooks
 from progress_server.processing.tools import detect_media_tools
 from progress_server.scheduler import Scheduler
 from progress_server.sessions import SessionStore
