@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import aiohttp
 from aiohttp import web
 
 from progress_server.auth import FailedLoginLimiter, KeyRing
@@ -22,7 +21,6 @@ BUS = web.AppKey("bus", EventBus)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
 KEYRING = web.AppKey("keyring", KeyRing)
 LOGIN_LIMITER = web.AppKey("login_limiter", FailedLoginLimiter)
-CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
 # Whether ffmpeg/ffprobe exist, found once at start-up.
 MEDIA_TOOLS = web.AppKey("media_tools", MediaTools)
 WS_HUB = web.AppKey("ws_hub", Hub)

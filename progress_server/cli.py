@@ -247,7 +247,7 @@ def serve(**options: Any) -> None:
     from aiohttp import web
 
     from progress_server import logs
-    from progress_server.app import create_app
+    from progress_server.app import StartupError, create_app
     from progress_server.datalock import DataDirBusy, DataDirLock
 
     settings = Settings(**options)
@@ -261,14 +261,18 @@ def serve(**options: Any) -> None:
         raise click.ClickException(str(exc)) from exc
     log.info("serving on http://%s:%d, data in %s", settings.host, settings.port, settings.data_dir)
     with lock:
-        web.run_app(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            print=None,
-            access_log=None,
-            shutdown_timeout=5.0,
-        )
+        try:
+            web.run_app(
+                create_app(settings),
+                host=settings.host,
+                port=settings.port,
+                print=None,
+                access_log=None,
+                shutdown_timeout=5.0,
+            )
+        except StartupError as exc:
+            # Everything opened was closed again; the operator needs the reason, not a trace.
+            raise click.ClickException(str(exc)) from exc
     log.info("stopped")
 
 
