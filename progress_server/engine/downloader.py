@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from pathlib import Path
 
 import aiohttp
 
-from progress_server import filenames
+from progress_server.downloads_dir import journal_path, part_path
 from progress_server.engine.errors import DownloadError
-from progress_server.engine.journal import SidecarJournal
+from progress_server.engine.journal import JournalUnreadable, SidecarJournal
 from progress_server.engine.network import (
     HostConnections,
     JournalFactory,
@@ -25,6 +24,8 @@ from progress_server.engine.network import (
     TransferObserver,
     TransferOutcome,
 )
+from progress_server.engine.segments import SegmentPlan
+from progress_server.engine.storage import size_or_zero
 from progress_server.engine.throttle import Throttle, TokenBucket, mbps_to_bps
 from progress_server.engine.transfer import Transfer
 from progress_server.models import Task
@@ -45,16 +46,33 @@ class Downloader:
         self.settings = settings
         self.session = session
         self.policy = policy or policy_for(settings)
-        # A sidecar beside each split `.part` unless told otherwise (the store, later).
-        self.journals: JournalFactory = journals or (lambda _task_id, part: SidecarJournal(part))
+        # A sidecar beside each split `.part` unless told otherwise.
+        self.journals: JournalFactory = journals or (lambda _task_id, path: SidecarJournal(path))
         limit = settings.speed_limit_mbps
         # One bucket shared by every transfer: the server's total bandwidth.
         self.global_bucket = TokenBucket(mbps_to_bps(limit)) if limit else None
         # Shared by every download, so --max-connections-per-host holds across tasks.
         self.hosts = HostConnections(settings.max_connections_per_host)
 
-    def part_path(self, filename: str) -> Path:
-        return self.settings.downloads_dir / filenames.part_name(filename)
+    async def kept_bytes(self, task: Task) -> int:
+        """How many bytes of the task a resume keeps (for recovery and requeue): a split
+        `.part`'s journaled bytes, else the size of a one-connection `.part` (a prefix)."""
+        if task.filename is None:
+            return 0
+        root = self.settings.downloads_dir
+        size = await asyncio.to_thread(size_or_zero, part_path(root, task.filename))
+        journal = self.journals(task.task_id, journal_path(root, task.filename))
+        try:
+            saved = await journal.load()
+        except JournalUnreadable:
+            return 0  # the download starts over
+        if saved is None or size != saved.total:
+            return size
+        # The rules of Transfer's resume: another version or spans that do not tile the
+        # file mean starting over.
+        validator = task.etag or task.last_modified
+        tiled = SegmentPlan.restore(saved.total, saved.spans, self.settings.min_segment_size)
+        return saved.kept if validator == saved.validator and tiled is not None else 0
 
     def throttle_for(self, task: Task) -> Throttle:
         """The buckets a task's transfer is subject to; its connections share them."""

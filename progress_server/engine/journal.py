@@ -6,26 +6,25 @@ validator the bytes belong to, and for each segment how far its bytes are on dis
 written only after those bytes were fdatasync'd (the transfer's job), atomically (a temp
 file, fsync'd, renamed over), so it never claims more than the disk holds.
 
-`SegmentJournal` is the whole interface the engine needs, so the store can later keep the
-same facts in its own rows instead of a sidecar.
+`SegmentJournal` is the whole interface the engine needs, so a store could keep the same
+facts in its own rows instead of a sidecar. Where the sidecar lives is the downloads
+folder's rule (`downloads_dir.journal_path`); what it says is the engine's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from progress_server.downloads_dir import fsync_dir
 from progress_server.engine.segments import Span
 
-SUFFIX = ".segments"
 _FORMAT = 1
-_MAX_NAME_BYTES = 255
 
 
 @dataclass(frozen=True)
@@ -55,19 +54,11 @@ class SegmentJournal(Protocol):
     async def remove(self) -> None: ...
 
 
-def sidecar_path(part: Path) -> Path:
-    """`<name>.part.segments`, shortened with a hash tag when that is over 255 bytes."""
-    name = part.name + SUFFIX
-    if len(name.encode()) > _MAX_NAME_BYTES:
-        tag = hashlib.sha256(part.name.encode()).hexdigest()[:8]
-        keep = _MAX_NAME_BYTES - len(SUFFIX) - len(tag) - 1
-        name = part.name.encode()[:keep].decode(errors="ignore") + "~" + tag + SUFFIX
-    return part.with_name(name)
-
-
 class SidecarJournal:
-    def __init__(self, part: Path) -> None:
-        self.path = sidecar_path(part)
+    """The journal as a small JSON file beside the `.part`, at `path`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
         # The sidecar's directory entry is fsync'd once, when it first appears: the `.part`
         # is preallocated only after that, so no crash leaves a full-size `.part` without
         # the sidecar that says most of it is holes.
@@ -95,7 +86,7 @@ class SidecarJournal:
             os.close(fd)
         os.replace(temp, self.path)
         if not self._entry_durable:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
             self._entry_durable = True
 
     async def remove(self) -> None:
@@ -127,26 +118,3 @@ def read_sidecar(path: Path) -> SavedSegments | None:
     if not isinstance(total, int) or not isinstance(validator, str):
         raise JournalUnreadable("total or validator of the wrong type")
     return SavedSegments(total, validator, spans)
-
-
-def kept_bytes(part: Path) -> int:
-    """How many bytes of a download a resume keeps: the journal's count for a split
-    `.part`, else the `.part` file's size (a one-connection `.part` is a prefix)."""
-    try:
-        size = part.stat().st_size
-        saved = read_sidecar(sidecar_path(part))
-    except FileNotFoundError:
-        return 0
-    except JournalUnreadable:
-        return 0  # the download starts over
-    if saved is not None and size == saved.total:
-        return saved.kept
-    return size
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -81,7 +81,7 @@ class Network:
     session: aiohttp.ClientSession
     policy: NetworkPolicy
     hosts: HostConnections
-    # Where a split download keeps its segment offsets: (task id, `.part` path) -> journal.
+    # Where a split download keeps its segment offsets: (task id, sidecar path) -> journal.
     journals: JournalFactory
 
 

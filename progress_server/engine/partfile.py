@@ -314,11 +314,3 @@ def sha256_of(path: Path) -> str:
         while block := f.read(_READ_CHUNK):
             digest.update(block)
     return digest.hexdigest()
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

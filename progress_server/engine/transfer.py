@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from yarl import URL
 
-from progress_server import filenames
+from progress_server.downloads_dir import journal_path, part_path
 from progress_server.engine.connection import Answer, open_response
 from progress_server.engine.errors import RETRYABLE_STATUS, DownloadError, RestartFromZero, classify
 from progress_server.engine.headers import retry_after
@@ -375,7 +375,7 @@ class Transfer:
     def _files(self) -> DownloadFiles:
         if self.files is None:
             assert self.task.filename is not None
-            path = self.settings.downloads_dir / filenames.part_name(self.task.filename)
-            journal = self.net.journals(self.task.task_id, path)
-            self.files = DownloadFiles(path, self.task.sha256 is not None, journal)
+            root, name = self.settings.downloads_dir, self.task.filename
+            journal = self.net.journals(self.task.task_id, journal_path(root, name))
+            self.files = DownloadFiles(part_path(root, name), self.task.sha256 is not None, journal)
         return self.files

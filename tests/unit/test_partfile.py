@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 
-from progress_server.engine.journal import (
-    JournalUnreadable,
-    SavedSegments,
-    SidecarJournal,
-    kept_bytes,
-    sidecar_path,
-)
+from progress_server.downloads_dir import journal_path, part_path
+from progress_server.engine import Downloader
+from progress_server.engine.journal import JournalUnreadable, SavedSegments, SidecarJournal
 from progress_server.engine.partfile import BlockWriter, PartFile, PrefixHasher
+from progress_server.models import Task, TaskState
+from progress_server.settings import Settings
 
 MiB = 1024 * 1024
 
@@ -121,40 +119,42 @@ async def test_open_keeps_cuts_or_empties(tmp_path: Path) -> None:
 
 
 async def test_journal_round_trip_and_what_a_resume_keeps(tmp_path: Path) -> None:
-    part = tmp_path / "j.bin.part"
-    journal = SidecarJournal(part)
+    settings = Settings(data_dir=tmp_path)
+    root = settings.downloads_dir
+    root.mkdir()
+    part = part_path(root, "j.bin")
+    journal = SidecarJournal(journal_path(root, "j.bin"))
     assert await journal.load() is None
     saved = SavedSegments(1000, '"v1"', ((0, 500, 200), (500, 1000, 900)))
     await journal.save(saved)
-    assert journal.path == tmp_path / "j.bin.part.segments"
+    assert journal.path == root / "j.bin.part.segments"
     assert await journal.load() == saved
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not list(root.glob("*.tmp"))
 
-    part.write_bytes(b"\0" * 1000)  # preallocated: the size is the total
-    assert kept_bytes(part) == 200 + 400
-    with part.open("r+b") as f:
-        f.truncate(300)  # a crash before the preallocation: a plain prefix
-    assert kept_bytes(part) == 300
-    await journal.remove()
-    assert await journal.load() is None
-    assert kept_bytes(part) == 300
+    task = Task("t", 1, "http://example.test/j.bin", "j.bin", TaskState.PAUSED, 0, 0)
+    task.etag = '"v1"'
+    async with aiohttp.ClientSession() as session:
+        kept = Downloader(settings, session).kept_bytes
+        part.write_bytes(b"\0" * 1000)  # preallocated: the size is the total
+        assert await kept(task) == 200 + 400
+        task.etag = '"v2"'  # the journal is of another version: nothing is kept
+        assert await kept(task) == 0
+        task.etag = '"v1"'
+        with part.open("r+b") as f:
+            f.truncate(300)  # a crash before the preallocation: a plain prefix
+        assert await kept(task) == 300
+        await journal.remove()
+        assert await journal.load() is None
+        assert await kept(task) == 300
+        journal.path.write_text("not json")  # an unreadable journal: start over
+        assert await kept(task) == 0
 
 
 async def test_an_unreadable_journal_is_said_so(tmp_path: Path) -> None:
-    journal = SidecarJournal(tmp_path / "u.part")
+    journal = SidecarJournal(tmp_path / "u.part.segments")
     journal.path.write_text('{"format": 1, "total": "many"}')
     with pytest.raises(JournalUnreadable):
         await journal.load()
     journal.path.write_text("not json")
     with pytest.raises(JournalUnreadable):
         await journal.load()
-
-
-def test_sidecar_names_stay_within_255_bytes(tmp_path: Path) -> None:
-    long_part = tmp_path / ("é" * 125 + ".part")
-    assert len(long_part.name.encode()) == 255
-    side = sidecar_path(long_part)
-    assert len(side.name.encode()) <= 255 and side.name.endswith(".segments")
-    assert side != sidecar_path(tmp_path / ("é" * 124 + "a.part"))
-    side.write_text("{}")  # the file system takes the name
-    assert os.path.exists(side)
