@@ -13,7 +13,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from progress_server.models import JSON, Event, EventName, Progress, TaskState
+from progress_server.models import (
+    JSON,
+    TASK_RECORD_LIVE_KEYS,
+    Event,
+    EventName,
+    Progress,
+    TaskState,
+)
 from progress_server.snapshots import SnapshotCache
 from progress_server.store import Store
 
@@ -101,8 +108,12 @@ class EventBus:
         if progress is None:
             progress = current.progress if current else Progress()
         if current is not None or event.name is EventName.QUEUED:
+            # A progress event's *extra* transfer figures last until the next event.
+            live = {}
+            if event.name is EventName.PROGRESS:
+                live = {k: event.body[k] for k in TASK_RECORD_LIVE_KEYS if k in event.body}
             self.snapshots.update(
-                event.task_id, event.owner_key_id, event.state, progress, event.timestamp
+                event.task_id, event.owner_key_id, event.state, progress, event.timestamp, live
             )
         self.published += 1
         for subscriber in list(self._subscribers):

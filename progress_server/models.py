@@ -135,6 +135,9 @@ TASK_RECORD_KEYS = (
     "updated_at",
 )
 TASK_RECORD_OPTIONAL_KEYS = ("sha256", "options")
+# *extra* keys of a download under way, as its last progress event told them (CONTRACT.md,
+# "Segmented downloads"): `connections` open now; `segments` of a split download.
+TASK_RECORD_LIVE_KEYS = ("connections", "segments")
 
 
 @dataclass

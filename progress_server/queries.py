@@ -15,7 +15,7 @@ from progress_server.auth import Principal
 from progress_server.downloads_dir import DownloadsDir
 from progress_server.errors import Conflict, NotFound
 from progress_server.events import EventBus
-from progress_server.models import Event, Progress, Task, TaskState
+from progress_server.models import JSON, Event, Progress, Task, TaskState
 from progress_server.snapshots import TaskSnapshot
 from progress_server.store import Store
 
@@ -61,6 +61,14 @@ class TaskQueries:
         """The task's progress as the last event told it (fresher than the stored row)."""
         snapshot = self._bus.snapshots.get(task.task_id)
         return snapshot.progress if snapshot else None
+
+    def live_fields(self, task: Task) -> JSON:
+        """The record's *extra* figures of a download under way: `connections` and, split,
+        `segments`, as its last progress event told them."""
+        snapshot = self._bus.snapshots.get(task.task_id)
+        if snapshot is None or snapshot.state is not TaskState.DOWNLOADING:
+            return {}
+        return dict(snapshot.live)
 
     def snapshot(self, who: Principal, task_id: str) -> TaskSnapshot | None:
         """The polling snapshot of a task this key may see (no SQL: polled often)."""

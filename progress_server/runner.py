@@ -296,7 +296,20 @@ class TaskRun:
                 wire = progress.to_wire()
             self.tracker.mark_emitted()
         self._last_progress = wire
-        await self._publish(EventName.PROGRESS, TaskState.DOWNLOADING, {"progress": wire}, progress)
+        body = {"progress": wire, **self._transfer_view()}
+        await self._publish(EventName.PROGRESS, TaskState.DOWNLOADING, body, progress)
+
+    def _transfer_view(self) -> JSON:
+        """*extra* figures of a transfer under way: its connections open now and, when it
+        is split, its segments (`[start, end, done]`) for a multi-part bar."""
+        if not self.transferring:
+            return {}
+        # The first response is open before its connection is counted.
+        view: JSON = {"connections": max(self.connections, 1)}
+        segments = self.ctx.downloader.segments_of(self.task.task_id)
+        if segments is not None:
+            view["segments"] = segments
+        return view
 
     async def _publish(
         self, name: EventName, state: TaskState, body: JSON, progress: Progress | None = None

@@ -120,6 +120,8 @@
       el,
       state: el.dataset.state,
       progress: null,
+      // A split download's parts, [start, end, done] each, from its last progress event.
+      segments: null,
       processing: null,
       error: null,
       name: null,
@@ -203,6 +205,32 @@
     }
     setText(field(row, "speed"), downloading ? formatSpeed(p.speed_mbps) : DASH);
     setText(field(row, "eta"), formatEta(eta));
+    drawSegments(row, downloading ? p.total_bytes : null);
+  }
+
+  // The thin multi-part strip under the bar (as aria2's front ends draw it): one part per
+  // segment, placed where it lies in the file and filled as far as its connection got.
+  function drawSegments(row, total) {
+    const strip = field(row, "segments");
+    if (!strip) return;
+    const parts = total ? row.segments : null;
+    if (!parts || parts.length === 0) {
+      if (!strip.hidden) strip.hidden = true;
+      return;
+    }
+    while (strip.children.length > parts.length) strip.lastChild.remove();
+    while (strip.children.length < parts.length) {
+      const part = document.createElement("span");
+      part.appendChild(document.createElement("span"));
+      strip.appendChild(part);
+    }
+    parts.forEach(([start, end, done], i) => {
+      const part = strip.children[i];
+      part.style.left = `${(100 * start) / total}%`;
+      part.style.width = `${(100 * (end - start)) / total}%`;
+      part.firstChild.style.width = end > start ? `${(100 * done) / (end - start)}%` : "100%";
+    });
+    strip.hidden = false;
   }
 
   // A record from the REST API: names, result and error. Its state is applied only when
@@ -218,6 +246,7 @@
     if (withState) {
       row.state = record.state;
       if (record.progress) row.progress = record.progress;
+      row.segments = record.segments || null;
     }
     render(row);
     return row;
@@ -254,6 +283,8 @@
     if (!row) row = createRow(ev.task_id);
     if (ev.state) row.state = ev.state;
     if (ev.progress) row.progress = ev.progress;
+    // Each progress event says the parts anew; any other event ends what they showed.
+    row.segments = ev.event === "download.progress" ? ev.segments || null : null;
     switch (ev.event) {
       case "download.queued":
         row.error = null;

@@ -49,6 +49,9 @@ class TaskRecord(TypedDict):
     updated_at: str
     sha256: NotRequired[str]
     options: NotRequired[dict[str, Any]]
+    # While downloading: connections open now; a split download's [start, end, done] parts.
+    connections: NotRequired[int]
+    segments: NotRequired[list[list[int]]]
 
 
 class Event(TypedDict, total=False):
@@ -71,3 +74,5 @@ class Event(TypedDict, total=False):
     error: TaskError
     processing: dict[str, Any]
     tasks: list[dict[str, Any]]
+    connections: int
+    segments: list[list[int]]

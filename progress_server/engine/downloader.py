@@ -53,6 +53,7 @@ class Downloader:
         self.global_bucket = TokenBucket(mbps_to_bps(limit)) if limit else None
         # Shared by every download, so --max-connections-per-host holds across tasks.
         self.hosts = HostConnections(settings.max_connections_per_host)
+        self._transfers: dict[str, Transfer] = {}
 
     async def kept_bytes(self, task: Task) -> int:
         """How many bytes of the task a resume keeps (for recovery and requeue): a split
@@ -86,6 +87,7 @@ class Downloader:
         """Run attempts until one succeeds or retries are spent; raises DownloadError."""
         net = Network(self.settings, self.session, self.policy, self.hosts, self.journals)
         transfer = Transfer(net, task, observer, self.throttle_for(task))
+        self._transfers[task.task_id] = transfer
         try:
             attempt = 0
             while True:
@@ -102,7 +104,16 @@ class Downloader:
                     await observer.attempt_failed(error, attempt, delay)
                     await asyncio.sleep(delay)
         finally:
+            del self._transfers[task.task_id]
             await transfer.close()
+
+    def segments_of(self, task_id: str) -> list[list[int]] | None:
+        """`[start, end, done]` of each segment of a split download running now; None for a
+        download on one connection (or none running)."""
+        transfer = self._transfers.get(task_id)
+        if transfer is None or transfer.plan is None or not transfer.journaled:
+            return None
+        return transfer.plan.layout()
 
     def backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:

@@ -81,6 +81,23 @@ class SegmentPlan:
             spans.append((s.start, s.end, s.written))
         return tuple(spans)
 
+    def layout(self) -> list[list[int]]:
+        """What a multi-part progress bar draws: `[start, end, done]` of each segment, `done`
+        the bytes of it received so far. Neighbouring finished segments read as one, so the
+        list stays short however often work was stolen."""
+        shown: list[list[int]] = []
+        for s in self.segments:
+            if s.end is None:
+                continue
+            done = s.pos - s.start
+            last = shown[-1] if shown else None
+            if last and s.finished and last[2] == last[1] - last[0] and last[1] == s.start:
+                last[1] = s.end
+                last[2] += done
+            else:
+                shown.append([s.start, s.end, done])
+        return shown
+
     def written_prefix(self) -> int:
         """How many bytes from offset 0 on are written without a gap."""
         frontier = 0

@@ -16,6 +16,18 @@ from progress_server.models import (
 from progress_server.openapi.blocks import JSON, extra, nullable, ref
 from progress_server.processing.presets import PRESETS
 
+# A split download's parts: `[start, end, done]` each (byte offsets, end exclusive; `done`
+# bytes of the part received), in file order; finished neighbours read as one.
+SEGMENTS: JSON = {
+    "type": "array",
+    "items": {
+        "type": "array",
+        "items": {"type": "integer", "minimum": 0},
+        "minItems": 3,
+        "maxItems": 3,
+    },
+}
+
 
 def schemas() -> JSON:
     states = [s.value for s in TaskState]
@@ -101,6 +113,14 @@ def schemas() -> JSON:
                 "updated_at": {"type": "string", "format": "date-time"},
                 "sha256": extra({"type": "string"}, "the checksum the file must have."),
                 "options": extra({"type": "object"}, "per-task options given at submission."),
+                "connections": extra(
+                    {"type": "integer", "minimum": 1},
+                    "while downloading: the connections open to the origin now.",
+                ),
+                "segments": extra(
+                    SEGMENTS,
+                    "while a split download runs: its parts, for a multi-part bar.",
+                ),
             },
         },
         "TaskList": {
@@ -168,6 +188,11 @@ def schemas() -> JSON:
                 "progress": {"type": "object", "description": "`download.progress`"},
                 "result": {"type": "object", "description": "`download.completed`"},
                 "error": {"type": "object", "description": "`download.error`"},
+                "connections": extra(
+                    {"type": "integer", "minimum": 1},
+                    "`download.progress` while a transfer is under way: connections open now.",
+                ),
+                "segments": extra(SEGMENTS, "`download.progress` of a split download."),
             },
         },
         "EventList": {

@@ -159,3 +159,19 @@ def test_random_steals_keep_the_plan_tiling_until_done() -> None:
                     owners[owner] = got
             assert tiles(plan)
         assert plan.complete and plan.received == total
+
+
+def test_layout_shows_each_part_and_folds_finished_neighbours() -> None:
+    plan = SegmentPlan(
+        1000,
+        [
+            Segment(0, 200, 200, 200),
+            Segment(200, 400, 400, 400),  # finished next to finished: one part
+            Segment(400, 700, 450, 400),
+            Segment(700, 800, 800, 800),  # finished after an unfinished part: its own
+            Segment(800, 1000, 800, 800),
+        ],
+        100,
+    )
+    assert plan.layout() == [[0, 400, 400], [400, 700, 50], [700, 800, 100], [800, 1000, 0]]
+    assert sum(done for _, _, done in plan.layout()) == plan.received
