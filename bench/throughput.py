@@ -23,15 +23,21 @@ log line).
 
     python bench/throughput.py                                 # all three, 3 rounds
     python bench/throughput.py --cases throttled --rounds 2    # one case, quicker
+    python bench/throughput.py --cases small --profile prof/   # py-spy on the server
+
+With `--profile DIR`, py-spy (`pip install py-spy`) samples the server of every small-files
+round; the raw stacks land in DIR and the hottest functions are printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -39,6 +45,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -49,6 +56,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.serverproc import ServerProcess, create_key, free_port
 
 MiB = 1024 * 1024
+# POSTs in flight at once when many files are submitted.
+SUBMITTERS = 16
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -227,7 +236,9 @@ class Server:
         """
         os.sync()
         started = time.perf_counter()
-        ids = [self.call("POST", "/api/downloads", {"url": u})["task_id"] for u in urls]
+        # All at once, as a busy client would: SUBMITTERS requests in flight.
+        with ThreadPoolExecutor(SUBMITTERS) as pool:
+            ids = list(pool.map(self.submit, urls))
         # Only unfinished tasks are listed, every 50 ms: polling must not be what loads the
         # server's loop (a 100-task listing every 20 ms would).
         unfinished = "/api/downloads?state=pending,downloading,processing,paused&limit=500"
@@ -244,6 +255,10 @@ class Server:
                     stamps[event["event"]].append(datetime.fromisoformat(event["timestamp"]))
         transfer = max(stamps["download.processing"]) - min(stamps["download.started"])
         return total, transfer.total_seconds()
+
+    def submit(self, url: str) -> str:
+        task_id: str = self.call("POST", "/api/downloads", {"url": url})["task_id"]
+        return task_id
 
     def delete_all(self) -> None:
         for task in self.call("GET", "/api/downloads?limit=500")["tasks"]:
@@ -312,6 +327,7 @@ def main() -> None:
     parser.add_argument("--throttled-mb", type=int, default=96, help="throttled file (10^6 B)")
     parser.add_argument("--conn-rate", type=float, default=8.0, help="MB/s per connection")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each, interleaved")
+    parser.add_argument("--profile", type=Path, help="py-spy the small-files server into DIR")
     parser.add_argument("--serve", nargs=2, metavar=("ROOT", "PORT"), help=argparse.SUPPRESS)
     parser.add_argument("--serve-origin", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -462,7 +478,11 @@ def run_small(args: argparse.Namespace, work: Path, origin: StaticOrigin) -> Non
         shutil.rmtree(out, ignore_errors=True)
         os.sync()
         with Server(work / f"server-small-{i}", *small_args) as server:
+            spy = profiler(args.profile, f"small-{i}", server.proc.pid)
             total, transfer = server.download_all(urls)
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its samples and exits
+                spy.wait(timeout=60)
             _, peak = server.memory()
             lag = server.worst_lag_ms()
         lags.append(lag if lag is not None else server.worst_lag_ms() or float("nan"))
@@ -479,6 +499,56 @@ def run_small(args: argparse.Namespace, work: Path, origin: StaticOrigin) -> Non
     )
     print(f"  server peak RSS (VmHWM) per run: {', '.join(f'{p / MiB:.0f}' for p in peaks)} MiB")
     print(f"  worst event-loop lag per run: {', '.join(f'{v:.1f}' for v in lags)} ms (goal < 50)")
+    if args.profile:
+        hottest(sorted(args.profile.glob("small-*.txt")))
+
+
+def profiler(folder: Path | None, name: str, pid: int | None) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the server (every thread, 250 Hz) until sent SIGINT."""
+    if folder is None or pid is None:
+        return None
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw"]
+    command += ["--nonblocking", "-o", str(folder / f"{name}.txt")]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # attached before the first request
+    return proc
+
+
+def hottest(paths: list[Path], top: int = 25) -> None:
+    """The functions the samples were in (self) and under (total), over every file."""
+    own: collections.Counter[str] = collections.Counter()
+    under: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for path in paths:
+        for line in path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            frames = [_short(f) for f in stack.split(";") if not f.startswith("process ")]
+            frames = [f for f in frames if not f.startswith("thread ")]
+            if not frames:
+                continue
+            n = int(count)
+            samples += n
+            own[frames[-1]] += n
+            for frame in set(frames):
+                under[frame] += n
+    if not samples:
+        print("  profile: no samples")
+        return
+    print(f"\n  profile: {samples} samples over {len(paths)} runs (self %, then total %)")
+    for frame, n in own.most_common(top):
+        print(f"    self  {100 * n / samples:5.1f} %  {frame}")
+    for frame, n in under.most_common(top):
+        print(f"    total {100 * n / samples:5.1f} %  {frame}")
+
+
+def _short(frame: str) -> str:
+    """`fn (path/to/module.py:12)` -> `fn (module.py)`."""
+    found = re.match(r"(.*) \((?:.*/)?([^/:]+)(?::\d+)?\)$", frame.strip())
+    return f"{found[1]} ({found[2]})" if found else frame.strip()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from progress_server.models import (
     JSON,
-    TASK_RECORD_LIVE_KEYS,
     Event,
     EventName,
     Progress,
@@ -39,11 +38,14 @@ class EventBus:
         self._store = store
         self.snapshots = snapshots
         self._subscribers: list[Subscriber] = []
-        # One lock orders seq assignment, persistence and delivery: subscribers see events
-        # in seq order, which is what makes replay-then-live gapless.
+        # The lock orders seq assignment only. Persisting runs outside it, so the store can
+        # group-commit every lifecycle event of the moment; delivery waits its turn (see
+        # _InOrder), so subscribers still see events in seq order, which is what makes
+        # replay-then-live gapless.
         self._lock = asyncio.Lock()
         self._next_seq = 1
         self._reserved = 0
+        self._in_order = _InOrder(1)
         self.published = 0
         self.persisted = 0
 
@@ -52,6 +54,7 @@ class EventBus:
         stored = await self._store.max_event_seq()
         self._next_seq = max(reserved, stored) + 1
         self._reserved = self._next_seq - 1
+        self._in_order = _InOrder(self._next_seq)
         await self._reserve()
 
     async def _reserve(self) -> None:
@@ -60,7 +63,9 @@ class EventBus:
 
     @property
     def last_seq(self) -> int:
-        return self._next_seq - 1
+        """The last seq delivered: every event up to it is stored (if it is stored at all)
+        and has reached the snapshots and subscribers."""
+        return self._in_order.delivered
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         self._subscribers.append(subscriber)
@@ -83,7 +88,8 @@ class EventBus:
         persist: Persist | None = None,
     ) -> Event:
         """Publish one event. With `persist`, it is stored (by that callable, together with
-        whatever task change it describes) before the snapshot or any subscriber sees it."""
+        whatever task change it describes) before the snapshot or any subscriber sees it.
+        Returns once it was delivered, after every event of a lower seq."""
         async with self._lock:
             if self._next_seq > self._reserved:
                 await self._reserve()
@@ -96,24 +102,36 @@ class EventBus:
                 timestamp=time.time(),
                 body=body or {},
             )
+            self._next_seq += 1
+        delivered = self._in_order.ticket(event.seq)
+        try:
             if persist is not None:
                 await persist(event)
                 self.persisted += 1
-            self._next_seq += 1
-            self._deliver(event, progress)
-            return event
+        except BaseException:
+            # Never stored, never heard of: its seq stays unused, later events go on.
+            self._in_order.done(event.seq, None)
+            raise
+        self._in_order.done(event.seq, lambda: self._deliver(event, progress))
+        await delivered
+        return event
+
+    def show_progress(self, task_id: str, progress: Progress) -> None:
+        """Let polling and the record see `progress` now, without an event: a transfer's
+        first figures, before its first progress frame is due."""
+        current = self.snapshots.get(task_id)
+        if current is not None:
+            self.snapshots.update(
+                task_id, current.owner_key_id, current.state, progress, time.time()
+            )
 
     def _deliver(self, event: Event, progress: Progress | None) -> None:
         current = self.snapshots.get(event.task_id)
         if progress is None:
             progress = current.progress if current else Progress()
         if current is not None or event.name is EventName.QUEUED:
-            # A progress event's *extra* transfer figures last until the next event.
-            live = {}
-            if event.name is EventName.PROGRESS:
-                live = {k: event.body[k] for k in TASK_RECORD_LIVE_KEYS if k in event.body}
             self.snapshots.update(
-                event.task_id, event.owner_key_id, event.state, progress, event.timestamp, live
+                event.task_id, event.owner_key_id, event.state, progress, event.timestamp
             )
         self.published += 1
         for subscriber in list(self._subscribers):
@@ -134,3 +152,38 @@ class EventBus:
         return await self._store.events_after(
             after_seq, task_ids=task_ids, owner_key_id=owner_key_id, limit=limit
         )
+
+
+class _InOrder:
+    """Runs each seq's delivery in seq order, whenever the events before it are done (stored
+    or given up), however their writes were grouped or finished."""
+
+    def __init__(self, first: int) -> None:
+        self._next = first
+        self._ready: dict[int, Callable[[], None] | None] = {}
+        self._waiting: dict[int, asyncio.Future[None]] = {}
+
+    @property
+    def delivered(self) -> int:
+        return self._next - 1
+
+    def ticket(self, seq: int) -> asyncio.Future[None]:
+        """A future resolved once `seq` is delivered (or given up)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting[seq] = waiter
+        return waiter
+
+    def done(self, seq: int, deliver: Callable[[], None] | None) -> None:
+        """`seq` may go: run its `deliver` (None: nothing to deliver) in its turn."""
+        self._ready[seq] = deliver
+        while self._next in self._ready:
+            seq_now = self._next
+            action = self._ready.pop(seq_now)
+            self._next += 1
+            try:
+                if action is not None:
+                    action()
+            finally:
+                waiter = self._waiting.pop(seq_now, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)

@@ -7,7 +7,7 @@ does not exist.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +28,18 @@ class TaskPage:
 
 
 class TaskQueries:
-    def __init__(self, store: Store, bus: EventBus, downloads: DownloadsDir) -> None:
+    def __init__(
+        self,
+        store: Store,
+        bus: EventBus,
+        downloads: DownloadsDir,
+        transfer_view: Callable[[str], JSON] = lambda _task_id: {},
+    ) -> None:
         self._store = store
         self._bus = bus
         self._downloads = downloads
+        # The *extra* figures of a transfer under way (by task id), from the task's run.
+        self._transfer_view = transfer_view
 
     async def get(self, task_id: str) -> Task | None:
         return await self._store.get_task(task_id)
@@ -63,12 +71,9 @@ class TaskQueries:
         return snapshot.progress if snapshot else None
 
     def live_fields(self, task: Task) -> JSON:
-        """The record's *extra* figures of a download under way: `connections` and, split,
-        `segments`, as its last progress event told them."""
-        snapshot = self._bus.snapshots.get(task.task_id)
-        if snapshot is None or snapshot.state is not TaskState.DOWNLOADING:
-            return {}
-        return dict(snapshot.live)
+        """The record's *extra* figures of a download under way: `connections` and, when it
+        is split, `segments`."""
+        return self._transfer_view(task.task_id)
 
     def snapshot(self, who: Principal, task_id: str) -> TaskSnapshot | None:
         """The polling snapshot of a task this key may see (no SQL: polled often)."""

@@ -76,6 +76,8 @@ class TaskRun:
         # Connections the transfer has open now (a split download uses several).
         self.connections = 0
         self._last_progress: JSON | None = None
+        # Whether this run sent a progress frame yet (the spacing is kept after one).
+        self._framed = False
         self._last_processing_report = float("-inf")
         self._last_processing: JSON | None = None
 
@@ -213,7 +215,11 @@ class TaskRun:
             etag=etag, last_modified=last_modified, total_bytes=total, downloaded_bytes=offset
         )
         await self.ctx.lifecycle.update(self.task, change)
-        await self.emit_progress(force=True)
+        # The first frame comes one interval from now, like every other, or as the final
+        # 100 % frame if the file is done before: a file fetched in a blink then has one
+        # progress frame and does not wait out an interval after a 0 % one.
+        self.tracker.mark_emitted()
+        self.ctx.bus.show_progress(self.task.task_id, self.tracker.snapshot())
 
     async def restarted_from_zero(self, reason: str) -> None:
         # Said in the history as an *extra* started event, so a reader sees why bytes fell.
@@ -287,19 +293,25 @@ class TaskRun:
         if not force and wire == self._last_progress:
             return
         if force:
-            # Forced frames (the first of an attempt, the final 100 %) keep the
-            # --progress-interval spacing too: wait out the rest of it, then count as sent.
-            delay = self.tracker.until_due()
+            # The forced final 100 % frame keeps the --progress-interval spacing after an
+            # earlier frame too: wait out the rest of it, then count as sent.
+            delay = self.tracker.until_due() if self._framed else 0.0
             if delay > 0:
                 await asyncio.sleep(delay)
                 progress = self.tracker.snapshot()
                 wire = progress.to_wire()
             self.tracker.mark_emitted()
         self._last_progress = wire
-        body = {"progress": wire, **self._transfer_view()}
+        body: JSON = {"progress": wire}
+        view = self.transfer_view()
+        if "segments" in view:
+            # Only a split download's events carry the *extra* figures: the guide's event
+            # keeps its exact shape for every other.
+            body.update(view)
+        self._framed = True
         await self._publish(EventName.PROGRESS, TaskState.DOWNLOADING, body, progress)
 
-    def _transfer_view(self) -> JSON:
+    def transfer_view(self) -> JSON:
         """*extra* figures of a transfer under way: its connections open now and, when it
         is split, its segments (`[start, end, done]`) for a multi-part bar."""
         if not self.transferring:

@@ -69,7 +69,7 @@ class Scheduler:
         self._downloader = downloader
         self.downloads = DownloadsDir(settings.downloads_dir, store)
         self.lifecycle = TaskLifecycle(store, bus)
-        self.queries = TaskQueries(store, bus, self.downloads)
+        self.queries = TaskQueries(store, bus, self.downloads, self._transfer_view)
         self._run_context = RunContext(
             settings, self.lifecycle, bus, downloader, pipeline, self.downloads
         )
@@ -164,7 +164,9 @@ class Scheduler:
                 persist=insert,
             )
 
-        async with self._submit_lock:
+        # Only a key needs the lock; submissions without one are stored side by side
+        # (their writes share a group commit).
+        async with self._submit_lock if new.idempotency_key else contextlib.nullcontext():
             # Looked up under the lock that also covers the insert: two requests carrying
             # one key at once must get one task, not a UNIQUE violation.
             if new.idempotency_key:
@@ -182,6 +184,10 @@ class Scheduler:
         self._pending[task.task_id] = task
         self._pump()
         return task, True
+
+    def _transfer_view(self, task_id: str) -> JSON:
+        run = self._running.get(task_id)
+        return run.transfer_view() if run is not None else {}
 
     def _require_accepting(self) -> None:
         if not self.accepting:

@@ -7,9 +7,9 @@ poller would see changes, so an idle task answers 304 for as long as it stays id
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
-from progress_server.models import JSON, Progress, Task, TaskState, polling_wire
+from progress_server.models import Progress, Task, TaskState, polling_wire
 
 
 @dataclass
@@ -21,9 +21,6 @@ class TaskSnapshot:
     changed_at: float
     etag: str
     body: bytes
-    # The record's *extra* live figures (connections, segments) from the last progress
-    # event; not part of the polling body.
-    live: JSON = field(default_factory=dict)
 
     @property
     def wire(self) -> dict[str, object]:
@@ -55,23 +52,18 @@ class SnapshotCache:
         state: TaskState,
         progress: Progress,
         at: float,
-        live: JSON | None = None,
     ) -> TaskSnapshot:
-        live = live or {}
         current = self._tasks.get(task_id)
         if current is not None and current.state is state:
             same = current.progress.to_wire() == progress.to_wire()
             if same:
-                if current.live != live:
-                    # What polling sees is unchanged: same body, same ETag.
-                    current = self._tasks[task_id] = replace(current, live=live)
                 return current
         self._version += 1
         body = json.dumps(polling_wire(task_id, state, progress, at)).encode()
         # The version counter makes the ETag unique across restarts of a task's life too:
         # the task id's prefix keeps it unique across tasks.
         etag = f'"{task_id[:8]}-{self._version:x}-{int(at * 1000):x}"'
-        snapshot = TaskSnapshot(task_id, owner_key_id, state, progress, at, etag, body, live)
+        snapshot = TaskSnapshot(task_id, owner_key_id, state, progress, at, etag, body)
         self._tasks[task_id] = snapshot
         return snapshot
 

@@ -190,7 +190,7 @@ def schemas() -> JSON:
                 "error": {"type": "object", "description": "`download.error`"},
                 "connections": extra(
                     {"type": "integer", "minimum": 1},
-                    "`download.progress` while a transfer is under way: connections open now.",
+                    "`download.progress` of a split download: its connections open now.",
                 ),
                 "segments": extra(SEGMENTS, "`download.progress` of a split download."),
             },

@@ -1,18 +1,18 @@
-"""SqliteStore: the Store on SQLite; the only module that imports aiosqlite.
+"""SqliteStore: the Store on SQLite; with sqlite_writer.py the only code importing aiosqlite
+or sqlite3.
 
-One writer connection (every write goes through it, serialised by a lock so that a
-transaction is never interleaved with another coroutine's statements) and one reader
-connection, which WAL mode lets run beside the writer. All SQL is parameterised.
+Every write is a small function of the connection, group-committed by GroupCommitWriter
+(sqlite_writer.py): returned from only once durable, sharing its transaction and fsync
+with whatever other writes were ready at the same time. Reads go through one aiosqlite
+reader connection, which WAL mode lets run beside the writer. All SQL is parameterised.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from progress_server.store.sqlite_rows import (
     session_from_row,
     task_from_row,
 )
+from progress_server.store.sqlite_writer import PRAGMAS, GroupCommitWriter, T
 
 
 class SqliteStore:
@@ -36,73 +37,33 @@ class SqliteStore:
     def __init__(self, path: Path, migrations: Path | None = None) -> None:
         self.path = path
         self._migrations = migrations or migrations_dir()
-        self._writer_conn: aiosqlite.Connection | None = None
         self._reader_conn: aiosqlite.Connection | None = None
-        self._write_lock = asyncio.Lock()
-        # Seconds spent in the last write transactions; read by metrics.
+        self._writer = GroupCommitWriter(path, self._migrations, self._committed)
+        # Seconds the last group commit took (its whole transaction); read by metrics.
         self.last_write_seconds = 0.0
-        # Called with each write transaction's duration (the metrics histogram).
+        # Called with each group commit's duration (the metrics histogram).
         self.write_observers: list[Callable[[float], None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer_conn = await self._connect()
-        await self._apply_migrations(self._writer_conn)
-        self._reader_conn = await self._connect()
-
-    async def _connect(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
-        conn.row_factory = aiosqlite.Row
-        await conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed lifecycle event survives a power cut, not only a killed process.
-        await conn.execute("PRAGMA synchronous=FULL")
-        await conn.execute("PRAGMA foreign_keys=ON")
-        await conn.execute("PRAGMA busy_timeout=5000")
-        return conn
+        await self._writer.open()
+        self._reader_conn = await aiosqlite.connect(self.path, isolation_level=None)
+        self._reader_conn.row_factory = aiosqlite.Row
+        for pragma in PRAGMAS:
+            await self._reader_conn.execute(pragma)
 
     async def close(self) -> None:
-        for conn in (self._reader_conn, self._writer_conn):
-            if conn is not None:
-                await conn.close()
-        self._reader_conn = self._writer_conn = None
-
-    @property
-    def _writer(self) -> aiosqlite.Connection:
-        assert self._writer_conn is not None, "store is not open"
-        return self._writer_conn
+        if self._reader_conn is not None:
+            await self._reader_conn.close()
+            self._reader_conn = None
+        await self._writer.close()
 
     @property
     def _reader(self) -> aiosqlite.Connection:
         assert self._reader_conn is not None, "store is not open"
         return self._reader_conn
-
-    async def _apply_migrations(self, conn: aiosqlite.Connection) -> None:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-        )
-        async with conn.execute("SELECT version FROM schema_migrations") as cur:
-            applied = {row[0] for row in await cur.fetchall()}
-        for path in sorted(self._migrations.glob("*.sql")):
-            version = int(path.name.split("_", 1)[0])
-            if version in applied:
-                continue
-            # One script and its bookkeeping row, one transaction: a migration is applied
-            # whole or not at all. executescript takes no parameters, so the script opens
-            # the transaction and the bookkeeping INSERT runs parameterised inside it.
-            try:
-                await conn.executescript("BEGIN;\n" + path.read_text())
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                    (version, path.name, time.time()),
-                )
-                await conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    await conn.execute("ROLLBACK")
-                raise
 
     async def applied_migrations(self) -> list[int]:
         async with self._reader.execute(
@@ -110,38 +71,26 @@ class SqliteStore:
         ) as cur:
             return [row[0] for row in await cur.fetchall()]
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._write_lock:
-            started = time.perf_counter()
-            try:
-                await self._writer.execute("BEGIN IMMEDIATE")
-            except asyncio.CancelledError:
-                # aiosqlite still runs BEGIN in its thread after we stop waiting for it;
-                # left open, it would make the next writer fail "within a transaction".
-                with contextlib.suppress(aiosqlite.Error):
-                    await self._writer.execute("ROLLBACK")
-                raise
-            try:
-                yield self._writer
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
-                raise
-            await self._writer.execute("COMMIT")
-            self.last_write_seconds = time.perf_counter() - started
-            for observe in self.write_observers:
-                observe(self.last_write_seconds)
+    def _committed(self, seconds: float) -> None:
+        self.last_write_seconds = seconds
+        for observe in self.write_observers:
+            observe(seconds)
+
+    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._writer.write(op)
 
     # -- keys --------------------------------------------------------------------------
 
     async def create_key(self, name: str, key_hash: str, is_admin: bool) -> int:
-        async with self._transaction() as db:
-            cur = await db.execute(
+        def write(db: sqlite3.Connection) -> int:
+            cur = db.execute(
                 "INSERT INTO api_keys (name, key_hash, is_admin, created_at) VALUES (?, ?, ?, ?)",
                 (name, key_hash, int(is_admin), time.time()),
             )
             assert cur.lastrowid is not None
             return cur.lastrowid
+
+        return await self._write(write)
 
     async def list_keys(self) -> list[ApiKeyRow]:
         async with self._reader.execute("SELECT * FROM api_keys ORDER BY key_id") as cur:
@@ -155,18 +104,20 @@ class SqliteStore:
         return None if row is None else key_from_row(row)
 
     async def revoke_key(self, name: str) -> bool:
-        async with self._transaction() as db:
-            cur = await db.execute(
+        def write(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
                 (time.time(), name),
             )
             return cur.rowcount > 0
 
+        return await self._write(write)
+
     # -- page sessions -----------------------------------------------------------------
 
     async def insert_session(self, session: SessionRow) -> None:
-        async with self._transaction() as db:
-            await db.execute(
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(
                 "INSERT INTO sessions (token_hash, key_id, csrf_token, created_at, expires_at)"
                 " VALUES (?, ?, ?, ?, ?)",
                 (
@@ -178,14 +129,21 @@ class SqliteStore:
                 ),
             )
 
+        await self._write(write)
+
     async def delete_session(self, token_hash: str) -> None:
-        async with self._transaction() as db:
-            await db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+
+        await self._write(write)
 
     async def live_sessions(self, now: float) -> list[SessionRow]:
         """Unexpired sessions; expired ones are deleted on the way."""
-        async with self._transaction() as db:
-            await db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+
+        await self._write(write)
         async with self._reader.execute("SELECT * FROM sessions") as cur:
             return [session_from_row(row) for row in await cur.fetchall()]
 
@@ -193,8 +151,9 @@ class SqliteStore:
 
     async def insert_task(self, task: Task, idempotency_key: str | None, event: Event) -> Task:
         """Store a new task together with its first event, in one transaction."""
-        async with self._transaction() as db:
-            cur = await db.execute(
+
+        def write(db: sqlite3.Connection) -> int:
+            cur = db.execute(
                 "INSERT INTO tasks (task_id, owner_key_id, url, filename, requested_filename,"
                 " sha256, state, options, idempotency_key, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -212,9 +171,11 @@ class SqliteStore:
                     task.updated_at,
                 ),
             )
+            _insert_event(db, event)
             assert cur.lastrowid is not None
-            task.order = cur.lastrowid
-            await _insert_event(db, event)
+            return cur.lastrowid
+
+        task.order = await self._write(write)
         return task
 
     async def task_by_idempotency_key(
@@ -230,12 +191,15 @@ class SqliteStore:
 
     async def clear_idempotency_key(self, owner_key_id: int, idempotency_key: str) -> None:
         """Free a key older than its 24 h window so it can name a new task."""
-        async with self._transaction() as db:
-            await db.execute(
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(
                 "UPDATE tasks SET idempotency_key = NULL"
                 " WHERE owner_key_id = ? AND idempotency_key = ?",
                 (owner_key_id, idempotency_key),
             )
+
+        await self._write(write)
 
     async def get_task(self, task_id: str) -> Task | None:
         async with self._reader.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)) as cur:
@@ -271,47 +235,60 @@ class SqliteStore:
             return {row[0] for row in await cur.fetchall()}
 
     async def claim_filename(self, task_id: str, filename: str) -> bool:
-        async with self._transaction() as db:
-            cur = await db.execute(
+        def write(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
                 "UPDATE tasks SET filename = ?, updated_at = ? WHERE task_id = ?"
                 " AND NOT EXISTS (SELECT 1 FROM tasks WHERE filename = ? AND task_id != ?)",
                 (filename, time.time(), task_id, filename, task_id),
             )
             return cur.rowcount > 0
 
+        return await self._write(write)
+
     async def update_task(self, task_id: str, change: TaskChange) -> None:
-        async with self._transaction() as db:
-            await _update_task(db, task_id, change)
+        def write(db: sqlite3.Connection) -> None:
+            _update_task(db, task_id, change)
+
+        await self._write(write)
 
     async def record_transition(
         self, event: Event | None, task_id: str, change: TaskChange
     ) -> None:
-        async with self._transaction() as db:
-            await _update_task(db, task_id, change)
+        def write(db: sqlite3.Connection) -> None:
+            _update_task(db, task_id, change)
             if event is not None:
-                await _insert_event(db, event)
+                _insert_event(db, event)
+
+        await self._write(write)
 
     async def save_snapshots(self, snapshots: Iterable[SnapshotRow]) -> None:
         rows = [(s.downloaded_bytes, s.total_bytes, time.time(), s.task_id) for s in snapshots]
         if not rows:
             return
-        async with self._transaction() as db:
-            await db.executemany(
+
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany(
                 "UPDATE tasks SET downloaded_bytes = ?, total_bytes = ?, updated_at = ?"
                 " WHERE task_id = ?",
                 rows,
             )
 
+        await self._write(write)
+
     async def delete_task(self, task_id: str) -> None:
-        async with self._transaction() as db:
-            await db.execute("DELETE FROM events WHERE task_id = ?", (task_id,))
-            await db.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM events WHERE task_id = ?", (task_id,))
+            db.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
+
+        await self._write(write)
 
     # -- events ------------------------------------------------------------------------
 
     async def insert_event(self, event: Event) -> None:
-        async with self._transaction() as db:
-            await _insert_event(db, event)
+        def write(db: sqlite3.Connection) -> None:
+            _insert_event(db, event)
+
+        await self._write(write)
 
     async def events_after(
         self,
@@ -347,12 +324,14 @@ class SqliteStore:
         return int(row[0]) if row else 0
 
     async def reserve_seq(self, upto: int) -> None:
-        async with self._transaction() as db:
-            await db.execute("UPDATE seq_reservation SET reserved = ? WHERE id = 1", (upto,))
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE seq_reservation SET reserved = ? WHERE id = 1", (upto,))
+
+        await self._write(write)
 
 
-async def _insert_event(db: aiosqlite.Connection, event: Event) -> None:
-    await db.execute(
+def _insert_event(db: sqlite3.Connection, event: Event) -> None:
+    db.execute(
         "INSERT INTO events (seq, task_id, owner_key_id, event, state, body, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
         (
@@ -367,10 +346,8 @@ async def _insert_event(db: aiosqlite.Connection, event: Event) -> None:
     )
 
 
-async def _update_task(db: aiosqlite.Connection, task_id: str, change: TaskChange) -> None:
+def _update_task(db: sqlite3.Connection, task_id: str, change: TaskChange) -> None:
     values = change_columns(change)
     # Column names are TaskChange's field names, never input.
     assignments = ", ".join(f"{name} = ?" for name in values)
-    await db.execute(
-        f"UPDATE tasks SET {assignments} WHERE task_id = ?", (*values.values(), task_id)
-    )
+    db.execute(f"UPDATE tasks SET {assignments} WHERE task_id = ?", (*values.values(), task_id))
