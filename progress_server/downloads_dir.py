@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 from progress_server import filenames
@@ -69,7 +69,10 @@ class DownloadsDir:
     def __init__(self, root: Path, store: Store) -> None:
         self.root = root
         self._store = store
+        # Orders the claims of new tasks' names and the placing of outputs.
         self._lock = asyncio.Lock()
+        # Names being claimed right now, not in the store (or on disk) yet.
+        self._held: set[str] = set()
 
     def create(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -99,27 +102,41 @@ class DownloadsDir:
 
     async def claim_for_new(self, wanted: str, record: Callable[[str], Awaitable[None]]) -> str:
         """Pick a free name for a task not stored yet; `record(name)` stores the task with it
-        while the lock is held, so no other claim can pick the same name meanwhile."""
+        while the name is held, so no other claim can pick the same name meanwhile."""
         async with self._lock:
             name = await self._free_name(wanted, set())
-            await record(name)
+            with self._holding(name):
+                await record(name)
             return name
 
     async def claim(self, task_id: str, wanted: str) -> str:
-        """Give a stored task a free name, `wanted` or a numbered variant of it."""
-        async with self._lock:
-            refused: set[str] = set()
-            while True:
-                name = await self._free_name(wanted, refused)
+        """Give a stored task a free name, `wanted` or a numbered variant of it.
+
+        Claims run side by side (many tasks start at once): a name being claimed is held in
+        memory until its conditional write settles, so no other claim here picks it."""
+        refused: set[str] = set()
+        while True:
+            name = await self._free_name(wanted, refused)
+            with self._holding(name):
                 # Conditional in the store: another writer of the same database (a second
-                # node) may have taken the name since it was looked up.
+                # node, or a claim here that settled after the names were read) may have
+                # taken the name since it was looked up.
                 if await self._store.claim_filename(task_id, name):
                     return name
-                refused.add(name)
+            refused.add(name)
 
     async def _free_name(self, wanted: str, refused: set[str]) -> str:
         taken = await self._store.filenames_in_use()
-        return filenames.unique(self.root, wanted, taken | refused)
+        # No await from here until the caller holds the name.
+        return filenames.unique(self.root, wanted, taken | refused | self._held)
+
+    @contextlib.contextmanager
+    def _holding(self, name: str) -> Iterator[None]:
+        self._held.add(name)
+        try:
+            yield
+        finally:
+            self._held.discard(name)
 
     # -- placing ---------------------------------------------------------------------------
 
@@ -133,8 +150,10 @@ class DownloadsDir:
         """Move a processing output in under a name no task uses; the name and the file
         appear together, under the lock, so no two tasks share it."""
         async with self._lock:
-            final = self.file_path(await self._free_name(wanted, set()))
-            await asyncio.to_thread(_move_into_place, scratch, final)
+            name = await self._free_name(wanted, set())
+            with self._holding(name):
+                final = self.file_path(name)
+                await asyncio.to_thread(_move_into_place, scratch, final)
             return final
 
     # -- deleting --------------------------------------------------------------------------
