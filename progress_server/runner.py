@@ -78,6 +78,8 @@ class TaskRun:
         self._last_progress: JSON | None = None
         # Whether this run sent a progress frame yet (the spacing is kept after one).
         self._framed = False
+        # The write of the last response's facts (validators, size), while it is pending.
+        self._facts: asyncio.Future[None] | None = None
         self._last_processing_report = float("-inf")
         self._last_processing: JSON | None = None
 
@@ -138,7 +140,10 @@ class TaskRun:
             TaskState.DOWNLOADING,
             change=TaskChange(attempts=task.attempts + 1),
         )
-        outcome = await self.ctx.downloader.download(task, self)
+        try:
+            outcome = await self.ctx.downloader.download(task, self)
+        finally:
+            await self._stored_facts()
         assert task.filename is not None
         self.transferring = False
         if self.tracker.total_bytes is None:
@@ -214,12 +219,22 @@ class TaskRun:
         change = TaskChange(
             etag=etag, last_modified=last_modified, total_bytes=total, downloaded_bytes=offset
         )
-        await self.ctx.lifecycle.update(self.task, change)
+        # Stored while the bytes flow (no one waits for it: a crash before it lands only
+        # costs a resume its validator, so the download starts over); waited for before
+        # the task's next transition, which it thus always precedes.
+        await self._stored_facts()
+        self._facts = asyncio.ensure_future(self.ctx.lifecycle.update(self.task, change))
         # The first frame comes one interval from now, like every other, or as the final
         # 100 % frame if the file is done before: a file fetched in a blink then has one
         # progress frame and does not wait out an interval after a 0 % one.
         self.tracker.mark_emitted()
         self.ctx.bus.show_progress(self.task.task_id, self.tracker.snapshot())
+
+    async def _stored_facts(self) -> None:
+        """Wait for the facts of the last response to be stored (see response_started)."""
+        facts, self._facts = self._facts, None
+        if facts is not None:
+            await asyncio.shield(facts)
 
     async def restarted_from_zero(self, reason: str) -> None:
         # Said in the history as an *extra* started event, so a reader sees why bytes fell.
