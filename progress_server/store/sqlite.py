@@ -1,10 +1,10 @@
-"""SqliteStore: the Store on SQLite; with sqlite_writer.py the only code importing aiosqlite
-or sqlite3.
+"""SqliteStore: the Store on SQLite (this package is the only code importing sqlite3).
 
 Every write is a small function of the connection, group-committed by GroupCommitWriter
-(sqlite_writer.py): returned from only once durable, sharing its transaction and fsync
-with whatever other writes were ready at the same time. Reads go through one aiosqlite
-reader connection, which WAL mode lets run beside the writer. All SQL is parameterised.
+(sqlite_threads.py): returned from only once durable, sharing its transaction and fsync
+with whatever other writes were ready at the same time. Each read is one trip to the
+reader's thread (SqliteReader), whose connection WAL mode lets run beside the writer.
+All SQL is parameterised.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
 from progress_server.models import Event, Task, TaskState
 from progress_server.resources import migrations_dir
 from progress_server.store.rows import ApiKeyRow, SessionRow, SnapshotRow, TaskChange
@@ -28,7 +26,7 @@ from progress_server.store.sqlite_rows import (
     session_from_row,
     task_from_row,
 )
-from progress_server.store.sqlite_writer import PRAGMAS, GroupCommitWriter, T
+from progress_server.store.sqlite_threads import GroupCommitWriter, SqliteReader, T
 
 
 class SqliteStore:
@@ -37,7 +35,7 @@ class SqliteStore:
     def __init__(self, path: Path, migrations: Path | None = None) -> None:
         self.path = path
         self._migrations = migrations or migrations_dir()
-        self._reader_conn: aiosqlite.Connection | None = None
+        self._reader = SqliteReader(path)
         self._writer = GroupCommitWriter(path, self._migrations, self._committed)
         # Seconds the last group commit took (its whole transaction); read by metrics.
         self.last_write_seconds = 0.0
@@ -49,27 +47,26 @@ class SqliteStore:
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         await self._writer.open()
-        self._reader_conn = await aiosqlite.connect(self.path, isolation_level=None)
-        self._reader_conn.row_factory = aiosqlite.Row
-        for pragma in PRAGMAS:
-            await self._reader_conn.execute(pragma)
+        try:
+            await self._reader.open()
+        except BaseException:
+            await self._writer.close()
+            raise
 
     async def close(self) -> None:
-        if self._reader_conn is not None:
-            await self._reader_conn.close()
-            self._reader_conn = None
+        await self._reader.close()
         await self._writer.close()
 
-    @property
-    def _reader(self) -> aiosqlite.Connection:
-        assert self._reader_conn is not None, "store is not open"
-        return self._reader_conn
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return await self._reader.rows(sql, params)
+
+    async def _row(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        rows = await self._reader.rows(sql, params)
+        return rows[0] if rows else None
 
     async def applied_migrations(self) -> list[int]:
-        async with self._reader.execute(
-            "SELECT version FROM schema_migrations ORDER BY version"
-        ) as cur:
-            return [row[0] for row in await cur.fetchall()]
+        rows = await self._rows("SELECT version FROM schema_migrations ORDER BY version")
+        return [row[0] for row in rows]
 
     def _committed(self, seconds: float) -> None:
         self.last_write_seconds = seconds
@@ -93,14 +90,11 @@ class SqliteStore:
         return await self._write(write)
 
     async def list_keys(self) -> list[ApiKeyRow]:
-        async with self._reader.execute("SELECT * FROM api_keys ORDER BY key_id") as cur:
-            return [key_from_row(row) for row in await cur.fetchall()]
+        rows = await self._rows("SELECT * FROM api_keys ORDER BY key_id")
+        return [key_from_row(row) for row in rows]
 
     async def key_by_hash(self, key_hash: str) -> ApiKeyRow | None:
-        async with self._reader.execute(
-            "SELECT * FROM api_keys WHERE key_hash = ?", (key_hash,)
-        ) as cur:
-            row = await cur.fetchone()
+        row = await self._row("SELECT * FROM api_keys WHERE key_hash = ?", (key_hash,))
         return None if row is None else key_from_row(row)
 
     async def revoke_key(self, name: str) -> bool:
@@ -144,8 +138,8 @@ class SqliteStore:
             db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
 
         await self._write(write)
-        async with self._reader.execute("SELECT * FROM sessions") as cur:
-            return [session_from_row(row) for row in await cur.fetchall()]
+        rows = await self._rows("SELECT * FROM sessions")
+        return [session_from_row(row) for row in rows]
 
     # -- tasks -------------------------------------------------------------------------
 
@@ -181,12 +175,11 @@ class SqliteStore:
     async def task_by_idempotency_key(
         self, owner_key_id: int, idempotency_key: str, since: float
     ) -> Task | None:
-        async with self._reader.execute(
+        row = await self._row(
             "SELECT * FROM tasks"
             " WHERE owner_key_id = ? AND idempotency_key = ? AND created_at >= ?",
             (owner_key_id, idempotency_key, since),
-        ) as cur:
-            row = await cur.fetchone()
+        )
         return None if row is None else task_from_row(row)
 
     async def clear_idempotency_key(self, owner_key_id: int, idempotency_key: str) -> None:
@@ -202,8 +195,7 @@ class SqliteStore:
         await self._write(write)
 
     async def get_task(self, task_id: str) -> Task | None:
-        async with self._reader.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)) as cur:
-            row = await cur.fetchone()
+        row = await self._row("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
         return None if row is None else task_from_row(row)
 
     async def list_tasks(
@@ -225,14 +217,12 @@ class SqliteStore:
         params.append(limit)
         order = "task_order DESC" if newest_first else "task_order"
         sql = f"SELECT * FROM tasks WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
-        async with self._reader.execute(sql, params) as cur:
-            return [task_from_row(row) for row in await cur.fetchall()]
+        rows = await self._rows(sql, params)
+        return [task_from_row(row) for row in rows]
 
     async def filenames_in_use(self) -> set[str]:
-        async with self._reader.execute(
-            "SELECT filename FROM tasks WHERE filename IS NOT NULL"
-        ) as cur:
-            return {row[0] for row in await cur.fetchall()}
+        rows = await self._rows("SELECT filename FROM tasks WHERE filename IS NOT NULL")
+        return {row[0] for row in rows}
 
     async def claim_filename(self, task_id: str, filename: str) -> bool:
         def write(db: sqlite3.Connection) -> bool:
@@ -310,17 +300,15 @@ class SqliteStore:
             params.append(owner_key_id)
         params.append(limit)
         sql = f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
-        async with self._reader.execute(sql, params) as cur:
-            return [event_from_row(row) for row in await cur.fetchall()]
+        rows = await self._rows(sql, params)
+        return [event_from_row(row) for row in rows]
 
     async def max_event_seq(self) -> int:
-        async with self._reader.execute("SELECT COALESCE(MAX(seq), 0) FROM events") as cur:
-            row = await cur.fetchone()
+        row = await self._row("SELECT COALESCE(MAX(seq), 0) FROM events")
         return int(row[0]) if row else 0
 
     async def seq_reserved(self) -> int:
-        async with self._reader.execute("SELECT reserved FROM seq_reservation WHERE id = 1") as cur:
-            row = await cur.fetchone()
+        row = await self._row("SELECT reserved FROM seq_reservation WHERE id = 1")
         return int(row[0]) if row else 0
 
     async def reserve_seq(self, upto: int) -> None:

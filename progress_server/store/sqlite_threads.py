@@ -1,4 +1,5 @@
-"""GroupCommitWriter: every SQLite write of the server, group-committed on one thread.
+"""The two threads SQLite runs on: GroupCommitWriter (every write, group-committed) and
+SqliteReader (every read, one trip to its thread each).
 
 A write is a small function of the connection, queued. One writer thread runs everything
 queued so far in one transaction (each write in a savepoint of its own, so a failing write
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -175,3 +176,44 @@ class GroupCommitWriter:
                 db.execute("ROLLBACK")
             raise
         return outcomes
+
+
+class SqliteReader:
+    """Reads on a thread of their own: each query and its rows in one trip there."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._thread: ThreadPoolExecutor | None = None
+        # Used on the reader thread only.
+        self._db: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._open_sync)
+
+    def _open_sync(self) -> None:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.row_factory = sqlite3.Row
+        for pragma in PRAGMAS:
+            db.execute(pragma)
+        self._db = db
+
+    async def rows(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+        assert self._thread is not None, "store is not open"
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._rows_sync, sql, params)
+
+    def _rows_sync(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+        assert self._db is not None, "store is not open"
+        return self._db.execute(sql, params).fetchall()
+
+    async def close(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.get_running_loop().run_in_executor(thread, self._close_sync)
+            thread.shutdown(wait=False)
+
+    def _close_sync(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
