@@ -280,18 +280,7 @@ class Transfer:
             task.filename = await self.observer.choose_filename(
                 response.headers.get("Content-Disposition")
             )
-        files = self._files()
-        # Side by side, so a small file waits for one trip to a thread, not three: the
-        # room check, an empty `.part`, and no journal (whatever journal is there, an
-        # earlier version's or an earlier task's of the same name, is not this plan's).
-        steps = (
-            check_free_space(self.settings, total, 0),
-            files.forget_journal(),
-            files.open(keep=0),
-        )
-        for outcome in await asyncio.gather(*steps, return_exceptions=True):
-            if isinstance(outcome, BaseException):
-                raise outcome
+        await self._files().start_over(self.settings, total)
         self.plan = SegmentPlan.single(total, self.settings.min_segment_size)
         first = self.plan.claim(0)
         assert first is not None
