@@ -54,13 +54,14 @@ class DownloadFiles:
         self._open = True
 
     async def start_over(self, settings: Settings, total: int | None) -> None:
-        """An empty `.part`, no journal (whatever journal is there, an earlier version's or
-        an earlier task's of the same name, is not this plan's), room for `total` bytes;
-        side by side, so a small file waits for one trip to a thread, not three."""
-        steps = (check_free_space(settings, total, 0), self.forget_journal(), self.open(keep=0))
+        """Room for `total` bytes and no journal (whatever journal is there, an earlier
+        version's or an earlier task's of the same name, is not this plan's), checked side
+        by side; then an empty `.part` (none at all when there is no room)."""
+        steps = (check_free_space(settings, total, 0), self.forget_journal())
         for outcome in await asyncio.gather(*steps, return_exceptions=True):
             if isinstance(outcome, BaseException):
                 raise outcome
+        await self.open(keep=0)
 
     async def forget_journal(self) -> None:
         await self.journal.remove()
