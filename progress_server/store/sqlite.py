@@ -37,9 +37,9 @@ class SqliteStore:
         self._migrations = migrations or migrations_dir()
         self._reader = SqliteReader(path)
         self._writer = GroupCommitWriter(path, self._migrations, self._committed)
-        # Seconds the last group commit took (its whole transaction); read by metrics.
+        # Seconds from the last write's request to its commit; read by metrics.
         self.last_write_seconds = 0.0
-        # Called with each group commit's duration (the metrics histogram).
+        # Called with that figure for every write (the metrics histogram).
         self.write_observers: list[Callable[[float], None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------

@@ -37,12 +37,13 @@ class GroupCommitWriter:
     def __init__(self, path: Path, migrations: Path, committed: Callable[[float], None]) -> None:
         self.path = path
         self._migrations = migrations
-        # Told each commit's duration in seconds.
+        # Told, for each write, the seconds from its request to its commit.
         self._committed = committed
         self._thread: ThreadPoolExecutor | None = None
         # Used on the writer thread only.
         self._db: sqlite3.Connection | None = None
-        self._queued: list[tuple[WriteOp, asyncio.Future[Any]]] = []
+        # (write, its caller's future, when it was asked for)
+        self._queued: list[tuple[WriteOp, asyncio.Future[Any], float]] = []
         self._flusher: asyncio.Task[None] | None = None
         # Writes committed, and the commits that carried them.
         self.writes = 0
@@ -114,7 +115,7 @@ class GroupCommitWriter:
         cancelled before its batch starts writes nothing."""
         assert self._thread is not None, "store is not open"
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queued.append((op, done))
+        self._queued.append((op, done, time.perf_counter()))
         if self._flusher is None:
             # Started on the next turn of the loop, so writes queued in this one join.
             self._flusher = asyncio.create_task(self._flush(), name="sqlite-group-commit")
@@ -124,16 +125,15 @@ class GroupCommitWriter:
         loop = asyncio.get_running_loop()
         try:
             while self._queued:
-                batch = [(op, done) for op, done in self._queued if not done.cancelled()]
+                batch = [queued for queued in self._queued if not queued[1].cancelled()]
                 self._queued = []
                 if not batch:
                     continue
-                started = time.perf_counter()
-                job = loop.run_in_executor(self._thread, self._commit, [op for op, _ in batch])
+                job = loop.run_in_executor(self._thread, self._commit, [op for op, _, _ in batch])
                 try:
                     outcomes = await asyncio.shield(job)
                 except BaseException as exc:  # the COMMIT failed: nothing of it holds
-                    for _, done in batch:
+                    for _, done, _ in batch:
                         if not done.done():
                             done.set_exception(exc)
                     if isinstance(exc, asyncio.CancelledError):
@@ -141,8 +141,9 @@ class GroupCommitWriter:
                     continue
                 self.writes += len(batch)
                 self.commits += 1
-                self._committed(time.perf_counter() - started)
-                for (_, done), (value, error) in zip(batch, outcomes, strict=True):
+                committed_at = time.perf_counter()
+                for (_, done, asked_at), (value, error) in zip(batch, outcomes, strict=True):
+                    self._committed(committed_at - asked_at)
                     if done.done():
                         continue
                     if error is not None:
