@@ -24,7 +24,8 @@ duplicate, however many events arrive while it runs.
 
 Answers to `subscribe`:
 - a task: `{"event": "subscribed", "task_id", "state", "progress", "timestamp", "seq"}`,
-  the task's current snapshot; `seq` is the last seq the snapshot accounts for.
+  the task's current snapshot; `seq` is the last seq the snapshot accounts for. A failed
+  task's carries the record's `error`, a completed one's its `result`.
 - `"*"`: the same shape with `"state": null, "progress": null`, plus `"tasks"`: one
   `{task_id, state, progress, timestamp}` per unfinished task (pending, downloading,
   processing, paused) the key may see. Finished tasks are left out so the frame stays
@@ -345,7 +346,12 @@ class Listener:
             snapshot = bus.snapshots.get(target)
             if snapshot is None or not who.may_see(snapshot.owner_key_id):
                 raise Refused("not_found", f"no such task: {target}")
-            answer = {"event": "subscribed", **_snapshot_wire(snapshot), "seq": upto}
+            answer = {
+                "event": "subscribed",
+                **_snapshot_wire(snapshot),
+                **snapshot.outcome,
+                "seq": upto,
+            }
             scope = {"task_ids": [target]}
         self.catch_up()
         if target == "*":

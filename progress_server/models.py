@@ -77,6 +77,17 @@ class Progress:
     downloaded_bytes: int = 0
     total_bytes: int | None = None
     speed_bps: float = 0.0
+    # False for a task that is not downloading: it has no speed and no ETA (see `in_state`).
+    moving: bool = True
+
+    def in_state(self, state: TaskState) -> Progress:
+        """The figures a task in `state` reports: a task that is not downloading reads
+        speed 0 and ETA null, whatever its last transfer measured."""
+        if state is TaskState.DOWNLOADING:
+            return self if self.moving else Progress(self.downloaded_bytes, self.total_bytes)
+        if not self.moving:
+            return self
+        return Progress(self.downloaded_bytes, self.total_bytes, 0.0, moving=False)
 
     @property
     def percentage(self) -> float | None:
@@ -94,7 +105,7 @@ class Progress:
 
     @property
     def eta_seconds(self) -> int | None:
-        if self.total_bytes is None:
+        if self.total_bytes is None or not self.moving:
             return None
         remaining = max(self.total_bytes - self.downloaded_bytes, 0)
         if remaining == 0:
@@ -160,7 +171,7 @@ class Task:
     order: int = 0
 
     def to_wire(self, progress: Progress | None = None) -> JSON:
-        shown = progress or Progress(self.downloaded_bytes, self.total_bytes)
+        shown = (progress or Progress(self.downloaded_bytes, self.total_bytes)).in_state(self.state)
         record: JSON = {
             "task_id": self.task_id,
             "url": self.url,
@@ -211,7 +222,7 @@ def polling_wire(task_id: str, state: TaskState, progress: Progress, changed_at:
     return {
         "task_id": task_id,
         "state": state.value,
-        "progress": progress.to_wire(),
+        "progress": progress.in_state(state).to_wire(),
         "timestamp": iso_utc(changed_at),
     }
 

@@ -63,7 +63,9 @@ async def test_polling_shape_through_a_download(api: Api, origin: Origin) -> Non
     assert done["state"] == "completed"
     assert done["progress"]["downloaded_bytes"] == size
     assert done["progress"]["percentage"] == 100.0
-    assert done["progress"]["eta_seconds"] == 0
+    # Not downloading any more: no speed, no ETA (#11).
+    assert done["progress"]["eta_seconds"] is None
+    assert done["progress"]["speed_mbps"] == 0
 
 
 async def test_etag_answers_304_until_the_snapshot_changes(api: Api, origin: Origin) -> None:
