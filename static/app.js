@@ -463,15 +463,11 @@
       reachable();
       const body = await resp.json();
       const dirty = new Set();
-      const seen = new Set();
-      for (const snap of body.tasks || []) {
-        seen.add(snap.task_id);
-        applySnapshot(snap, dirty);
-      }
-      for (const id of chunk) {
+      for (const snap of body.tasks || []) applySnapshot(snap, dirty);
+      for (const id of body.missing || []) {
         const row = rows.get(id);
-        // Left out of the answer: deleted (or no longer ours).
-        if (row && !seen.has(id)) removeRow(row);
+        // Named in `missing`: deleted (or no longer ours).
+        if (row) removeRow(row);
       }
       for (const row of dirty) if (rows.get(row.id) === row) render(row);
     }

@@ -62,10 +62,19 @@ def schemas() -> JSON:
         "PollingBatch": extra(
             {
                 "type": "object",
-                "required": ["tasks"],
-                "properties": {"tasks": {"type": "array", "items": ref("Polling")}},
+                "additionalProperties": False,
+                "required": ["tasks", "missing"],
+                "properties": {
+                    "tasks": {"type": "array", "items": ref("Polling")},
+                    "missing": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "uuid"},
+                        "description": "The ids asked for that do not exist or belong to "
+                        "another key (the two are not told apart), in the order asked.",
+                    },
+                },
             },
-            "one polling response per visible task named; unknown ids are left out.",
+            "one polling response per visible task named, and the ids that are not.",
         ),
         "TaskError": {
             "type": "object",
