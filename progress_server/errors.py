@@ -23,6 +23,10 @@ class Conflict(DomainError):
     """The task is in a state that does not allow the action."""
 
 
+class IdempotencyConflict(Conflict):
+    """An Idempotency-Key already named a task made by a different request."""
+
+
 class NotFound(DomainError):
     """No such thing, or one the caller may not see (the two are never told apart)."""
 

@@ -169,6 +169,9 @@ class Task:
     attempts: int = 0
     # Submission order; the scheduler starts pending tasks in this order.
     order: int = 0
+    # The SHA-256 of the request that made it, in canonical form (NewTask.fingerprint),
+    # kept so a repeated Idempotency-Key can tell the same request from another one.
+    request_hash: str | None = None
 
     def to_wire(self, progress: Progress | None = None) -> JSON:
         shown = (progress or Progress(self.downloaded_bytes, self.total_bytes)).in_state(self.state)

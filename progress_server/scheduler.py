@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
+import json
 import logging
 import time
 import uuid
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from progress_server import transitions
 from progress_server.downloader import Downloader
 from progress_server.downloads_dir import DownloadsDir
-from progress_server.errors import Conflict, ShuttingDown
+from progress_server.errors import Conflict, IdempotencyConflict, ShuttingDown
 from progress_server.events import EventBus
 from progress_server.lifecycle import TaskLifecycle, log_deleted, log_submitted
 from progress_server.models import (
@@ -52,6 +55,17 @@ class NewTask:
     sha256: str | None = None
     options: JSON | None = None
     idempotency_key: str | None = None
+
+    def fingerprint(self) -> str:
+        """The SHA-256 of what this request asks for, in canonical form: the same request
+        written with other key order, spacing, checksum case or explicit nulls hashes alike.
+        Every field counts but the Idempotency-Key itself."""
+        asked = dataclasses.asdict(self)
+        del asked["idempotency_key"]
+        asked["sha256"] = self.sha256.lower() if self.sha256 else None
+        asked["options"] = self.options or {}
+        text = json.dumps(asked, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 class Scheduler:
@@ -146,6 +160,7 @@ class Scheduler:
             sha256=new.sha256.lower() if new.sha256 else None,
             requested_filename=new.filename,
             options=new.options or {},
+            request_hash=new.fingerprint(),
         )
 
         async def insert(event: Event) -> None:
@@ -170,6 +185,11 @@ class Scheduler:
                     owner_key_id, new.idempotency_key, now - IDEMPOTENCY_WINDOW
                 )
                 if existing is not None:
+                    if existing.request_hash not in (None, task.request_hash):
+                        raise IdempotencyConflict(
+                            "this Idempotency-Key already made a task from a different "
+                            "request; use a new key for a new request"
+                        )
                     return existing, False
                 await self._store.clear_idempotency_key(owner_key_id, new.idempotency_key)
             if new.filename:

@@ -47,7 +47,10 @@ def download_paths() -> JSON:
                         "in": "header",
                         "required": False,
                         "schema": {"type": "string", "minLength": 1, "maxLength": 200},
-                        "description": "The same key within 24 h returns the first task (200).",
+                        "description": "The same key within 24 h with the same request "
+                        "(compared in canonical form: key order, spacing and nulls do not "
+                        "matter) returns the first task (200); with a different request it "
+                        "answers 409 `idempotency_conflict`.",
                     }
                 ],
                 "requestBody": {"required": True, "content": json_content(ref("NewDownload"))},
@@ -59,6 +62,7 @@ def download_paths() -> JSON:
                         ),
                     },
                     400,
+                    409,
                     413,
                     415,
                     422,

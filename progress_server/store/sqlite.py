@@ -196,8 +196,8 @@ class SqliteStore:
         async with self._transaction() as db:
             cur = await db.execute(
                 "INSERT INTO tasks (task_id, owner_key_id, url, filename, requested_filename,"
-                " sha256, state, options, idempotency_key, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " sha256, state, options, idempotency_key, request_hash, created_at,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     task.task_id,
                     task.owner_key_id,
@@ -208,6 +208,7 @@ class SqliteStore:
                     task.state.value,
                     json.dumps(task.options),
                     idempotency_key,
+                    task.request_hash,
                     task.created_at,
                     task.updated_at,
                 ),
