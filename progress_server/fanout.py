@@ -205,6 +205,13 @@ class Hub:
         del self._log[: oldest - self._base]
         self._base = oldest
 
+    def close_revoked(self, key_ids: set[int]) -> None:
+        """Close, with 1008, every socket authenticated by one of these (revoked) keys."""
+        for listener in tuple(self._listeners):
+            who = listener.principal
+            if who is not None and who.key_id in key_ids:
+                listener.close_soon(WSCloseCode.POLICY_VIOLATION, "the API key was revoked")
+
     async def shutdown(self) -> None:
         """Close every socket with 1001 (server going away); refuse new ones."""
         self.accepting = False
@@ -499,9 +506,14 @@ class Listener:
     # -- closing ----------------------------------------------------------------------
 
     async def close(self, code: int, message: str, grace: float) -> None:
+        self.close_soon(code, message, grace)
+        assert self._closing is not None
+        await self._closing
+
+    def close_soon(self, code: int, message: str, grace: float = CLOSE_GRACE_SECONDS) -> None:
+        """Start closing the socket (the handler's receive loop then ends)."""
         if self._closing is None:
             self._closing = asyncio.create_task(self._close(code, message, grace))
-        await self._closing
 
     async def _close(self, code: int, message: str, grace: float) -> None:
         self.hub.forget(self)

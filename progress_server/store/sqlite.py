@@ -21,6 +21,7 @@ import aiosqlite
 from progress_server.models import Event, Task, TaskState
 from progress_server.resources import migrations_dir
 from progress_server.store.rows import ApiKeyRow, SessionRow, SnapshotRow, TaskChange
+from progress_server.store.sqlite_keywatch import KeyGenerationWatch
 from progress_server.store.sqlite_rows import (
     change_columns,
     event_from_row,
@@ -38,6 +39,7 @@ class SqliteStore:
         self._migrations = migrations or migrations_dir()
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader_conn: aiosqlite.Connection | None = None
+        self._key_watch = KeyGenerationWatch(path)
         self._write_lock = asyncio.Lock()
         # Seconds spent in the last write transactions; read by metrics.
         self.last_write_seconds = 0.0
@@ -51,6 +53,7 @@ class SqliteStore:
         self._writer_conn = await self._connect()
         await self._apply_migrations(self._writer_conn)
         self._reader_conn = await self._connect()
+        self._key_watch.open()
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
@@ -63,6 +66,7 @@ class SqliteStore:
         return conn
 
     async def close(self) -> None:
+        self._key_watch.close()
         for conn in (self._reader_conn, self._writer_conn):
             if conn is not None:
                 await conn.close()
@@ -161,6 +165,9 @@ class SqliteStore:
                 (time.time(), name),
             )
             return cur.rowcount > 0
+
+    def key_generation(self) -> int:
+        return self._key_watch.generation()
 
     # -- page sessions -----------------------------------------------------------------
 

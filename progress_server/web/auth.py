@@ -43,6 +43,8 @@ async def authenticate_request(request: web.Request) -> Principal | None:
     """
     token = bearer_token(request.headers.get("Authorization"))
     if token is None:
+        # A session names a key: one revoked a moment ago must not pass either.
+        await request.app[KEYRING].current()
         return session_principal(request)
     found = await request.app[KEYRING].authenticate(token)
     if found is not None:
