@@ -55,7 +55,10 @@ class EventName(enum.StrEnum):
     PROGRESS = "download.progress"
     PROCESSING = "download.processing"
     COMPLETED = "download.completed"
+    # Sent once, when the task ends `failed` (the guide's clients take it as the end).
     ERROR = "download.error"
+    # A failed attempt that will be retried: error{type, message}, attempt, retry_in_seconds.
+    RETRYING = "download.retrying"
     CANCELLED = "download.cancelled"
     PAUSED = "download.paused"
     # What came of a --on-complete command or --webhook delivery; never changes the state.

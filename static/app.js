@@ -122,6 +122,8 @@
       progress: null,
       processing: null,
       error: null,
+      // The last download.retrying while the task waits to try again.
+      retrying: null,
       name: null,
       host: null,
     };
@@ -162,8 +164,11 @@
     const state = row.state;
     row.el.dataset.state = state;
     const [label, icon] = STATES[state] || [state, "?"];
-    setText(field(row, "state"), label);
+    const retrying = state === "downloading" ? row.retrying : null;
+    setText(field(row, "state"), retrying ? "Retrying" : label);
     setText(field(row, "icon"), icon);
+    if (retrying) row.el.dataset.retrying = "";
+    else delete row.el.dataset.retrying;
     if (row.name !== null) {
       const name = field(row, "name");
       setText(name, row.name);
@@ -171,8 +176,12 @@
     }
     if (row.host !== null) setText(field(row, "host"), row.host);
     if (row.error) {
+      let message = row.error.message || "";
+      if (retrying) {
+        message += ` · attempt ${retrying.attempt} failed, next try in ${retrying.retry_in_seconds} s`;
+      }
       setText(field(row, "error-type"), row.error.type || "");
-      setText(field(row, "error-message"), row.error.message || "");
+      setText(field(row, "error-message"), message);
     }
     if (row.progress === null && state !== "completed" && state !== "processing") return;
 
@@ -254,6 +263,7 @@
     if (!row) row = createRow(ev.task_id);
     if (ev.state) row.state = ev.state;
     if (ev.progress) row.progress = ev.progress;
+    if (ev.event !== "download.retrying") row.retrying = null;
     switch (ev.event) {
       case "download.queued":
         row.error = null;
@@ -271,6 +281,11 @@
         if (row.progress && row.progress.total_bytes === null) {
           row.progress = { ...row.progress, total_bytes: row.progress.downloaded_bytes };
         }
+        break;
+      case "download.retrying":
+        // A failed attempt that will be retried; download.error comes only at the end.
+        row.retrying = ev;
+        if (ev.error) row.error = ev.error;
         break;
       case "download.error":
       case "download.cancelled":

@@ -171,7 +171,19 @@ def schemas() -> JSON:
                 "state": extra(ref("TaskState"), "the task's state after the event."),
                 "progress": {"type": "object", "description": "`download.progress`"},
                 "result": {"type": "object", "description": "`download.completed`"},
-                "error": {"type": "object", "description": "`download.error`"},
+                "error": {
+                    "type": "object",
+                    "description": "`download.error` (sent once, when the task ends `failed`) "
+                    "and `download.retrying`",
+                },
+                "attempt": extra(
+                    {"type": "integer", "minimum": 1},
+                    "`download.retrying`: the attempt that failed.",
+                ),
+                "retry_in_seconds": extra(
+                    {"type": "number", "minimum": 0},
+                    "`download.retrying`: when the next attempt starts.",
+                ),
             },
         },
         "EventList": {
