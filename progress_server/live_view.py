@@ -328,7 +328,7 @@ async def _take(client: ProgressClient, view: LiveView, event: Event, add_new: b
         except ApiError:
             return  # deleted meanwhile
     task_view = view.views[task_id]
-    if event.get("event") == "download.started" and not task_view.record["filename"]:
+    if event.get("event") == "download.started":
         # The origin may have just named the file; the record knows.
         with contextlib.suppress(ApiError):
             task_view.record = await client.get(task_id)

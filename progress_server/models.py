@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from progress_server import filenames
+
 JSON = dict[str, Any]
 
 
@@ -176,12 +178,18 @@ class Task:
     # kept so a repeated Idempotency-Key can tell the same request from another one.
     request_hash: str | None = None
 
+    @property
+    def best_filename(self) -> str | None:
+        """The best name known: the file's (given by the user or the origin), else, until
+        the origin names one, the URL's last path segment, sanitised."""
+        return self.filename or filenames.from_url(self.url)
+
     def to_wire(self, progress: Progress | None = None) -> JSON:
         shown = (progress or Progress(self.downloaded_bytes, self.total_bytes)).in_state(self.state)
         record: JSON = {
             "task_id": self.task_id,
             "url": self.url,
-            "filename": self.filename,
+            "filename": self.best_filename,
             "state": self.state.value,
             "progress": shown.to_wire(),
             "result": self.result,

@@ -115,7 +115,8 @@ async def test_ls_names_an_unnamed_task_from_its_url_unquoted(api: Api, origin: 
     failed = await api.submit(origin.url("/file/Quarterly Report.pdf", status=404))
     assert "%20" in failed["url"]
     record = await api.wait_for(failed["task_id"], "failed")
-    assert record["filename"] is None
+    # The record names it the same way, sanitised (#11).
+    assert record["filename"] == "Quarterly Report.pdf"
 
     result = await cli(api, "ls")
     assert result.exit_code == 0, result.output
