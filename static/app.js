@@ -55,21 +55,23 @@
 
   // -- formatting (same rules as display.py) --------------------------------------------
 
+  // Binary units, as the API's size_mb: one unit family for sizes and speeds alike.
   function formatBytes(count) {
     if (count === null || count === undefined) return DASH;
-    if (count < 1000) return `${count} B`;
-    let value = count / 1000;
-    for (const unit of ["kB", "MB", "GB"]) {
-      if (value < 1000) return `${value.toFixed(1)} ${unit}`;
-      value /= 1000;
+    if (count < 1024) return `${count} B`;
+    let value = count / 1024;
+    for (const unit of ["KiB", "MiB", "GiB"]) {
+      if (value < 1024) return `${value.toFixed(1)} ${unit}`;
+      value /= 1024;
     }
-    return `${value.toFixed(1)} TB`;
+    return `${value.toFixed(1)} TiB`;
   }
 
   function formatSpeed(mbps) {
     if (!mbps || mbps <= 0) return DASH;
-    if (mbps < 1) return `${(mbps * 1000).toFixed(0)} kB/s`;
-    return `${mbps.toFixed(1)} MB/s`;
+    const kib = (mbps * 1e6) / 1024;
+    if (kib < 1024) return `${kib.toFixed(0)} KiB/s`;
+    return `${(kib / 1024).toFixed(1)} MiB/s`;
   }
 
   function formatEta(seconds) {

@@ -103,7 +103,7 @@ async def test_ls_table_shows_state_progress_name_and_error(api: Api, origin: Or
     completed_line = by_id[done["task_id"][:8]]
     assert "completed" in completed_line
     assert "100.0 %" in completed_line
-    assert "2.5 MB" in completed_line
+    assert "2.4 MiB" in completed_line
     assert "report.pdf" in completed_line
     failed_line = by_id[failed["task_id"][:8]]
     assert "failed" in failed_line
