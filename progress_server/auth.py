@@ -26,8 +26,12 @@ from progress_server.store import ApiKeyRow, Store
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "psk_"
-# How often the watcher asks whether keys changed (a microsecond's check each time).
+# How often the watcher asks whether keys changed (a few microseconds each time).
 WATCH_SECONDS = 0.02
+# A request asks again only when the last answer is older than this. `keys revoke` takes
+# far longer than this from its commit to its exit, so a request sent after the command
+# returned always asks; a busy poller (thousands a second) does not pay for each request.
+FRESH_SECONDS = 0.001
 # Failed logins from one address: this many in the window are free, then 429 until they age out.
 FAILURES_ALLOWED = 10
 FAILURE_WINDOW = 60.0
@@ -75,6 +79,7 @@ class KeyRing:
         # Revocation still bites at once: the digest is looked up in _by_hash each time.
         self._digests: dict[str, str] = {}
         self._generation: int | None = None
+        self._checked_at = float("-inf")
         self._reload_lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
         # Told the key ids that stopped being live at a reload (the WebSocket hub).
@@ -106,7 +111,12 @@ class KeyRing:
                 listener(gone)
 
     async def current(self) -> None:
-        """Make sure the copy reflects every key change committed so far (cheap when none)."""
+        """Make sure the copy reflects every key change committed until a millisecond ago
+        (FRESH_SECONDS): cheap when none was."""
+        now = time.monotonic()
+        if now - self._checked_at < FRESH_SECONDS:
+            return
+        self._checked_at = now
         if self._store.key_generation() != self._generation:
             await self.refresh()
 
