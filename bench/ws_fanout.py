@@ -342,10 +342,42 @@ async def start_py_spy(pid: int, out: Path, seconds: float) -> asyncio.subproces
     )
 
 
-def top_frames(raw: Path, count: int = 12) -> str:
-    """The frames that hold the most samples, by self time and by total time."""
+# Where the fan-out process spends its samples: the first rule that matches a stack names it.
+# A stack is one sample's call chain, outermost first; "fan-out" comes first so that the
+# publisher's call into the hub counts as fan-out, not as the download that published.
+CATEGORIES = [
+    (
+        "fan-out (progress_server/fanout.py, listener, outbox)",
+        r"progress_server/(fanout|listener|outbox|replay|wsframes)",
+    ),
+    ("bare broadcaster (queues, sender tasks)", r"serve_bare"),
+    ("WebSocket receive loop (web/ws.py)", r"progress_server/web/ws\.py"),
+    (
+        "downloads (scheduler, downloader, part file, events)",
+        r"progress_server/(scheduler|downloader|partfile|throttle|tracker|events|runner)",
+    ),
+    ("SQLite (aiosqlite thread, store)", r"aiosqlite|progress_server/store"),
+    ("HTTP API requests (the bench's submits and polls)", r"web_protocol|progress_server/web/"),
+    ("socket reads (transport read callbacks)", r"_read_ready|data_received"),
+    ("event loop itself (select, scheduling)", r""),
+]
+FAN_OUT_PARTS = [
+    (
+        "socket writes (aiohttp writer, transport.write)",
+        r"_websocket/writer|Transport\.write|sock_send|send_frame",
+    ),
+    ("JSON encoding", r"json/|encode"),
+    ("task wake-ups and futures (asyncio)", r"asyncio/"),
+    ("the fan-out's own code", r""),
+]
+
+
+def top_frames(raw: Path, count: int = 10) -> str:
+    """Where the samples went (by category), then the frames that hold the most samples
+    by self time."""
     own: Counter[str] = Counter()
-    total: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+    parts: Counter[str] = Counter()
     samples = 0
     for line in raw.read_text().splitlines():
         stack, _, n_text = line.rpartition(" ")
@@ -353,12 +385,18 @@ def top_frames(raw: Path, count: int = 12) -> str:
         frames = [_short(f) for f in stack.split(";")]
         samples += n
         own[frames[-1]] += n
-        for frame in set(frames):
-            total[frame] += n
-    lines = [f"    {samples} samples; self:"]
+        kind = next(name for name, rule in CATEGORIES if re.search(rule, stack))
+        kinds[kind] += n
+        if kind.startswith("fan-out"):
+            leaf = frames[-1]
+            parts[next(name for name, rule in FAN_OUT_PARTS if re.search(rule, leaf))] += n
+    lines = [f"    {samples} samples holding the GIL; by category:"]
+    lines += [f"      {n / samples:6.1%}  {k}" for k, n in kinds.most_common()]
+    if parts:
+        lines.append("    fan-out by its leaf frame:")
+        lines += [f"      {n / samples:6.1%}  {k}" for k, n in parts.most_common()]
+    lines.append("    top frames by self time:")
     lines += [f"      {n / samples:6.1%}  {f}" for f, n in own.most_common(count)]
-    lines.append("    total (frame and everything it called):")
-    lines += [f"      {n / samples:6.1%}  {f}" for f, n in total.most_common(count + 8)]
     return "\n".join(lines)
 
 
@@ -454,8 +492,8 @@ def _score(run: Run, lifecycle: dict[int, str], reports: list[dict[str, Any]]) -
             run.spreads_ms.append((max(lasts) - min(firsts)) * 1000)
 
 
-async def _wait_healthy(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
+async def _wait_healthy(url: str, within: float = 30) -> None:
+    deadline = time.monotonic() + within
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             try:

@@ -1,0 +1,420 @@
+"""One WebSocket's side of the fan-out: what it follows, its own outbox, and the sender task
+that writes whatever the hub's fast path (progress_server/fanout.py) cannot.
+
+Ordering on one socket follows `seq`. Whatever the socket sends besides live events
+(answers to its actions, replay markers) goes into its outbox after the live events it had
+not read yet were moved there, so nothing overtakes anything. A subscription with
+`after_seq` puts a replay marker in the outbox at the moment it registers; when the sender
+reaches the marker it sends the persisted events in `(after_seq, S]` from SQLite, where S
+is the bus's last seq at registration, and then carries on with the log, which from there
+on holds exactly the live events after S. Every persisted event ≤ S is in SQLite before
+registration (the bus persists before it counts an event as published) and every event
+> S reaches the log afterwards, so the replay joins the live stream with no gap and no
+duplicate, however many events arrive while it runs.
+
+Answers to `subscribe`:
+- a task: `{"event": "subscribed", "task_id", "state", "progress", "timestamp", "seq"}`,
+  the task's current snapshot; `seq` is the last seq the snapshot accounts for.
+- `"*"`: the same shape with `"state": null, "progress": null`, plus `"tasks"`: one
+  `{task_id, state, progress, timestamp}` per unfinished task (pending, downloading,
+  processing, paused) the key may see. Finished tasks are left out so the frame stays
+  small on a server with a long history; their outcome is in the history.
+- With `after_seq`, the replayed events come first and the `subscribed` frame follows
+  them, so `seq` never goes backwards on the wire.
+
+In batch mode every frame the socket sends (events, and the answers to the client's own
+actions) travels inside `{"event": "batch", "events": [...]}` frames, at most one per
+`batch_ms`; the answer to `configure` is the last frame sent in the old mode.
+
+A socket has a sender task only while it has something of its own to send, follows single
+tasks, or could not be written to at an instant of the fast path; an idle socket that
+follows "*" costs a few attributes and its place in a cohort.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSCloseCode, web
+
+from progress_server.auth import Principal
+from progress_server.batchgrid import next_slot
+from progress_server.models import polling_wire
+from progress_server.outbox import COALESCE_OVER, Frame, Outbox, coalesced
+from progress_server.wsframes import batch_payload, encode, event_frame, text_frame, text_frames
+
+if TYPE_CHECKING:
+    from progress_server.fanout import Cohort, Hub
+
+log = logging.getLogger(__name__)
+
+REPLAY_PAGE = 500
+# A socket being closed gets this long to take its close frame before it is cut off.
+CLOSE_GRACE_SECONDS = 10.0
+# Unsent bytes a socket's transport may hold before the fast path stops writing to it
+# (asyncio pauses a protocol at 64 KiB); on top of it, the kernel's send buffer.
+WRITE_ROOM = 64 * 1024
+
+
+class Refused(Exception):
+    """A client action that cannot be done; answered with an `error` frame."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+
+
+class Listener:
+    """One socket: who it is, what it follows, and how its frames reach it."""
+
+    __slots__ = (
+        "_abort",
+        "_closing",
+        "_drain",
+        "_outbox",
+        "_sender",
+        "_slot",
+        "_transport",
+        "_waiter",
+        "batch_seconds",
+        "cohort",
+        "everything",
+        "hub",
+        "last_slot",
+        "position",
+        "principal",
+        "tasks",
+        "ws",
+    )
+
+    def __init__(
+        self,
+        hub: Hub,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        drain: Callable[[], Awaitable[None]],
+        abort: Callable[[], None],
+    ) -> None:
+        if ws.compress:
+            raise ValueError("the fan-out writes uncompressed frames; open the socket so")
+        self.hub = hub
+        self.ws = ws
+        self._transport = transport
+        self._drain = drain
+        self._abort = abort
+        self.principal: Principal | None = None
+        self.tasks: set[str] = set()
+        self.everything = False
+        # Where this socket is in the hub's log; everything before it was sent or moved
+        # into the outbox.
+        self.position = hub.end
+        self.batch_seconds = 0.0
+        # The grid instant of the last batch sent, and of the one about to go.
+        self.last_slot = 0.0
+        self._slot = 0.0
+        self.cohort: Cohort | None = None
+        self._outbox: Outbox | None = None
+        self._sender: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
+
+    @property
+    def owner(self) -> int | None:
+        """The key whose events this socket may see; None: every key's (an admin)."""
+        who = self.principal
+        return None if who is None or who.is_admin else who.key_id
+
+    @property
+    def queued(self) -> int:
+        return len(self._outbox) if self._outbox is not None else 0
+
+    # -- writing --------------------------------------------------------------------------
+
+    @property
+    def gone(self) -> bool:
+        return self.ws.closed or self._transport.is_closing()
+
+    def has_room(self, size: int) -> bool:
+        buffered = self._transport.get_write_buffer_size()
+        return buffered == 0 or buffered + size <= WRITE_ROOM
+
+    def write(self, data: bytes) -> None:
+        """Write whole pre-framed text frames (progress_server/wsframes.py)."""
+        self._transport.write(data)
+
+    async def _write(self, data: bytes) -> None:
+        if self.gone:
+            raise ConnectionResetError("the WebSocket is closing")
+        self._transport.write(data)
+        await self._drain()
+
+    # -- what this socket wants from the log ----------------------------------------------
+
+    def _wanted(self, frames: list[Frame]) -> list[Frame]:
+        who = self.principal
+        if who is None or not frames:
+            return []
+        if self.everything:
+            if who.is_admin:
+                return frames
+            key_id = who.key_id
+            return [f for f in frames if f.owner == key_id]
+        tasks = self.tasks
+        if not tasks:
+            return []
+        return [f for f in frames if f.task_id in tasks and who.may_see(f.owner)]
+
+    def _read_log(self) -> list[Frame]:
+        frames = self.hub.since(self.position)
+        self.position = self.hub.end
+        return self._wanted(frames)
+
+    def catch_up(self) -> None:
+        """Move the live events not read yet into the outbox, so what is queued next
+        goes after them (and so the log can be trimmed past them)."""
+        for frame in self._read_log():
+            self._enqueue(frame)
+
+    # -- the outbox: never awaits -----------------------------------------------------------
+
+    def _enqueue(self, frame: Frame) -> None:
+        if self._closing is not None:
+            return
+        box = self._outbox
+        if box is None:
+            box = self._outbox = Outbox(self.hub.queue_limit)
+        superseded = box.superseded
+        if not box.put(frame):
+            self.hub.frames_dropped += len(box) + 1
+            self._fell_behind()
+            return
+        self.hub.frames_dropped += box.superseded - superseded
+        self.go_slow()
+
+    def reply(self, message: dict[str, Any]) -> None:
+        self.catch_up()
+        self._enqueue(Frame(encode(message)))
+
+    def go_slow(self) -> None:
+        """Leave the fast path (if on it); the sender task takes it from here."""
+        self.hub.leave(self)
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_forever(), name="ws-sender")
+        elif self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _fell_behind(self) -> None:
+        log.warning(
+            "WebSocket client %s fell %d frames behind: closing with 1013",
+            self.principal.name if self.principal else "(anonymous)",
+            self.hub.queue_limit,
+        )
+        self.hub.forget(self)
+        self._outbox = None
+        if self._sender is not None:
+            self._sender.cancel()
+        self._closing = asyncio.create_task(
+            self._close(
+                WSCloseCode.TRY_AGAIN_LATER,
+                "too far behind; reconnect and subscribe with after_seq",
+                CLOSE_GRACE_SECONDS,
+            ),
+            name="ws-close-slow",
+        )
+
+    # -- client actions (called by the handler) -------------------------------------------
+    # Each one first catches up with the log under the old subscriptions, then changes
+    # them, in one step with no await, so nothing slips between the snapshot, the replay
+    # marker and the first live frame.
+
+    def authenticate(self, principal: Principal) -> None:
+        self.catch_up()
+        self.principal = principal
+        self.reply({"event": "authenticated"})
+
+    def subscribe(self, target: str, after_seq: int | None) -> None:
+        who = self._who()
+        bus = self.hub.bus
+        upto = bus.last_seq
+        if target == "*":
+            tasks = [
+                polling_wire(s.task_id, s.state, s.progress, s.changed_at)
+                for s in bus.snapshots.values()
+                if who.may_see(s.owner_key_id) and not s.state.is_final
+            ]
+            answer: dict[str, Any] = {
+                "event": "subscribed",
+                "task_id": "*",
+                "state": None,
+                "progress": None,
+                "seq": upto,
+                "tasks": tasks,
+            }
+            scope: dict[str, Any] = {"owner_key_id": who.owner_filter}
+        else:
+            snapshot = bus.snapshots.get(target)
+            if snapshot is None or not who.may_see(snapshot.owner_key_id):
+                raise Refused("not_found", f"no such task: {target}")
+            wire = polling_wire(target, snapshot.state, snapshot.progress, snapshot.changed_at)
+            answer = {"event": "subscribed", **wire, "seq": upto}
+            scope = {"task_ids": [target]}
+        self.catch_up()
+        if target == "*":
+            self.everything = True
+        else:
+            self.tasks.add(target)
+        if after_seq is not None and after_seq < upto:
+            self._enqueue(Frame(action=functools.partial(self._replay, after_seq, upto, scope)))
+        self._enqueue(Frame(encode(answer)))
+
+    def unsubscribe(self, target: str) -> None:
+        who = self._who()
+        if target != "*" and target not in self.tasks:
+            snapshot = self.hub.bus.snapshots.get(target)
+            if snapshot is None or not who.may_see(snapshot.owner_key_id):
+                raise Refused("not_found", f"no such task: {target}")
+        self.catch_up()
+        if target == "*":
+            self.everything = False
+        else:
+            self.tasks.discard(target)
+        self.reply({"event": "unsubscribed", "task_id": target})
+
+    def configure(self, batch_ms: int) -> None:
+        self.reply({"event": "configured", "batch_ms": batch_ms})
+        self._enqueue(Frame(action=functools.partial(self._set_batch, batch_ms / 1000)))
+
+    def _who(self) -> Principal:
+        if self.principal is None:
+            raise Refused("unauthorized", "authenticate first")
+        return self.principal
+
+    def _set_batch(self, seconds: float) -> None:
+        self.batch_seconds = seconds
+
+    # -- the sender task (the slow path) ----------------------------------------------------
+
+    async def _send_forever(self) -> None:
+        try:
+            while await self._wait_for_work():
+                if self.batch_seconds:
+                    # Let a batch gather: at most one batch frame per batch_ms.
+                    await self._pace()
+                # The outbox holds what comes before the log's unread part; both are taken
+                # before any await, so whatever is queued meanwhile comes after them.
+                box = self._outbox
+                frames = box.take_all() if box is not None else []
+                frames += self._read_log()
+                if self.batch_seconds and len(frames) > COALESCE_OVER:
+                    kept = coalesced(frames)
+                    self.hub.frames_dropped += len(frames) - len(kept)
+                    frames = kept
+                await self._send(frames)
+        except ConnectionError:
+            pass  # the peer went away; the handler's receive loop sees it too
+        except Exception:
+            log.exception("WebSocket sender failed")
+            self._abort()
+
+    async def _wait_for_work(self) -> bool:
+        """True when there is something to send; False when the task is no longer needed
+        (the socket joined the fast path, or follows nothing)."""
+        while not self._outbox and self.position >= self.hub.end:
+            if self.everything and self.principal is not None:
+                self._outbox = None
+                self._sender = None
+                self.hub.join(self)
+                return False
+            if not self.tasks:
+                self._outbox = None
+                self._sender = None
+                return False
+            self._waiter = self.hub.wait_for_events()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return True
+
+    async def _send(self, frames: Sequence[Frame]) -> None:
+        pending: list[bytes] = []
+        for frame in frames:
+            if frame.action is not None:
+                await self._flush(pending)
+                pending = []
+                done = frame.action()
+                if asyncio.iscoroutine(done):
+                    await done
+            else:
+                pending.append(frame.data)
+        await self._flush(pending)
+
+    async def _flush(self, payloads: list[bytes]) -> None:
+        if not payloads:
+            return
+        if self.batch_seconds:
+            await self._pace()
+            self.last_slot = self._slot
+            await self._write(text_frame(batch_payload(payloads)))
+        else:
+            await self._write(text_frames(payloads))
+        self.hub.frames_sent += len(payloads)
+
+    async def _pace(self) -> None:
+        """Wait for the first instant of the batch grid at least batch_ms after the last
+        batch: never two batches closer than batch_ms, and sockets in step with each other."""
+        loop = asyncio.get_running_loop()
+        self._slot, at = next_slot(self.last_slot, self.batch_seconds, loop.time())
+        if at > loop.time():
+            await self.hub.ticks.at(at)
+
+    async def _replay(self, after_seq: int, upto: int, scope: dict[str, Any]) -> None:
+        after = after_seq
+        while after < upto:
+            events = await self.hub.bus.history(after, limit=REPLAY_PAGE, **scope)
+            await self._flush([event_frame(e).data for e in events if e.seq <= upto])
+            if len(events) < REPLAY_PAGE or events[-1].seq >= upto:
+                return
+            after = events[-1].seq
+
+    # -- closing ----------------------------------------------------------------------------
+
+    def close_soon(self, code: int, message: str) -> None:
+        if self._closing is None:
+            self._closing = asyncio.create_task(self._close(code, message, CLOSE_GRACE_SECONDS))
+
+    async def close(self, code: int, message: str, grace: float) -> None:
+        if self._closing is None:
+            self._closing = asyncio.create_task(self._close(code, message, grace))
+        await self._closing
+
+    async def _close(self, code: int, message: str, grace: float) -> None:
+        self.hub.forget(self)
+        await self._stop_sender()
+        try:
+            await asyncio.wait_for(self.ws.close(code=code, message=message.encode()), grace)
+        except (TimeoutError, ConnectionError):
+            # A peer that never reads cannot take even the close frame: cut it off.
+            self._abort()
+
+    async def finish(self) -> None:
+        """The handler is done with this socket: let go of everything it holds."""
+        self.hub.forget(self)
+        await self._stop_sender()
+        if self._closing is not None:
+            with contextlib.suppress(Exception):
+                await self._closing
+
+    async def _stop_sender(self) -> None:
+        sender = self._sender
+        if sender is None or sender is asyncio.current_task():
+            return
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await sender
