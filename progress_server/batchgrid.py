@@ -1,9 +1,11 @@
 """The batch grid: when a batch-mode socket may send its next batch, on instants shared by
 every socket with the same `batch_ms`, so that sockets in step send together.
 
-Instants are multiples of `batch_ms` on the loop's clock. A socket never sends two batches
-closer than `batch_ms`; after a quiet spell its next batch goes at once and counts as sent
-at the next instant of the grid, so the one after it is still `batch_ms` away.
+Instants are multiples of `batch_ms` on the loop's clock, and a socket sends at most one
+batch per instant, never before the instant after its previous batch's: at most one batch
+per `batch_ms` (a batch that went out late, on a busy loop, may be followed by the next one
+on time). After a quiet spell the next batch goes at once and counts as sent at the next
+instant of the grid, so the one after it is still at least `batch_ms` away.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ _EPSILON = 1e-9
 def next_slot(last_slot: float, step: float, now: float) -> tuple[float, float]:
     """`(slot, at)`: the grid instant the next batch counts as, and when it may go
     (`at <= now`: at once). `last_slot` is the instant of the previous batch (0: none)."""
-    at = math.ceil((last_slot + step) / step - _EPSILON) * step if last_slot else 0.0
-    if at > now:
-        return at, at
-    if now - at < step:
-        return at, now  # this batch's instant has come (or just passed): go
+    if last_slot:
+        at = math.ceil((last_slot + step) / step - _EPSILON) * step
+        if at > now:
+            return at, at
+        if now - at < step:
+            return at, now  # this batch's instant has come (or just passed): go
     return math.ceil(now / step - _EPSILON) * step, now
 
 

@@ -368,7 +368,7 @@ class Listener:
 
     async def _pace(self) -> None:
         """Wait for the first instant of the batch grid at least batch_ms after the last
-        batch: never two batches closer than batch_ms, and sockets in step with each other."""
+        batch: at most one batch per batch_ms, and sockets in step with each other."""
         loop = asyncio.get_running_loop()
         self._slot, at = next_slot(self.last_slot, self.batch_seconds, loop.time())
         if at > loop.time():
