@@ -12,15 +12,8 @@ registration (the bus persists before it counts an event as published) and every
 > S reaches the log afterwards, so the replay joins the live stream with no gap and no
 duplicate, however many events arrive while it runs.
 
-Answers to `subscribe`:
-- a task: `{"event": "subscribed", "task_id", "state", "progress", "timestamp", "seq"}`,
-  the task's current snapshot; `seq` is the last seq the snapshot accounts for.
-- `"*"`: the same shape with `"state": null, "progress": null`, plus `"tasks"`: one
-  `{task_id, state, progress, timestamp}` per unfinished task (pending, downloading,
-  processing, paused) the key may see. Finished tasks are left out so the frame stays
-  small on a server with a long history; their outcome is in the history.
-- With `after_seq`, the replayed events come first and the `subscribed` frame follows
-  them, so `seq` never goes backwards on the wire.
+What a subscription is answered, and how a replay reads the history, is in
+progress_server/subscriptions.py.
 
 In batch mode every frame the socket sends (events, and the answers to the client's own
 actions) travels inside `{"event": "batch", "events": [...]}` frames, at most one per
@@ -44,16 +37,15 @@ from aiohttp import WSCloseCode, web
 
 from progress_server.auth import Principal
 from progress_server.batchgrid import next_slot
-from progress_server.models import polling_wire
 from progress_server.outbox import COALESCE_OVER, Frame, Outbox, coalesced
-from progress_server.wsframes import batch_payload, encode, event_frame, text_frame, text_frames
+from progress_server.subscriptions import replay, subscribed_answer
+from progress_server.wsframes import batch_payload, encode, text_frame, text_frames
 
 if TYPE_CHECKING:
     from progress_server.fanout import Cohort, Hub
 
 log = logging.getLogger(__name__)
 
-REPLAY_PAGE = 500
 # A socket being closed gets this long to take its close frame before it is cut off.
 CLOSE_GRACE_SECONDS = 10.0
 # Unsent bytes a socket's transport may hold before the fast path stops writing to it
@@ -239,38 +231,19 @@ class Listener:
         self.reply({"event": "authenticated"})
 
     def subscribe(self, target: str, after_seq: int | None) -> None:
-        who = self._who()
-        bus = self.hub.bus
-        upto = bus.last_seq
-        if target == "*":
-            tasks = [
-                polling_wire(s.task_id, s.state, s.progress, s.changed_at)
-                for s in bus.snapshots.values()
-                if who.may_see(s.owner_key_id) and not s.state.is_final
-            ]
-            answer: dict[str, Any] = {
-                "event": "subscribed",
-                "task_id": "*",
-                "state": None,
-                "progress": None,
-                "seq": upto,
-                "tasks": tasks,
-            }
-            scope: dict[str, Any] = {"owner_key_id": who.owner_filter}
-        else:
-            snapshot = bus.snapshots.get(target)
-            if snapshot is None or not who.may_see(snapshot.owner_key_id):
-                raise Refused("not_found", f"no such task: {target}")
-            wire = polling_wire(target, snapshot.state, snapshot.progress, snapshot.changed_at)
-            answer = {"event": "subscribed", **wire, "seq": upto}
-            scope = {"task_ids": [target]}
+        upto = self.hub.bus.last_seq
+        found = subscribed_answer(self.hub.bus, self._who(), target, upto)
+        if found is None:
+            raise Refused("not_found", f"no such task: {target}")
+        answer, scope = found
         self.catch_up()
         if target == "*":
             self.everything = True
         else:
             self.tasks.add(target)
         if after_seq is not None and after_seq < upto:
-            self._enqueue(Frame(action=functools.partial(self._replay, after_seq, upto, scope)))
+            missed = functools.partial(replay, self.hub.bus, after_seq, upto, scope, self._flush)
+            self._enqueue(Frame(action=missed))
         self._enqueue(Frame(encode(answer)))
 
     def unsubscribe(self, target: str) -> None:
@@ -373,15 +346,6 @@ class Listener:
         self._slot, at = next_slot(self.last_slot, self.batch_seconds, loop.time())
         if at > loop.time():
             await self.hub.ticks.at(at)
-
-    async def _replay(self, after_seq: int, upto: int, scope: dict[str, Any]) -> None:
-        after = after_seq
-        while after < upto:
-            events = await self.hub.bus.history(after, limit=REPLAY_PAGE, **scope)
-            await self._flush([event_frame(e).data for e in events if e.seq <= upto])
-            if len(events) < REPLAY_PAGE or events[-1].seq >= upto:
-                return
-            after = events[-1].seq
 
     # -- closing ----------------------------------------------------------------------------
 
