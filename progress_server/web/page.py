@@ -24,6 +24,7 @@ from progress_server.appkeys import (
 from progress_server.auth import Principal
 from progress_server.resources import templates_dir
 from progress_server.scheduler import Conflict
+from progress_server.sessions import Session
 from progress_server.web.auth import client_address
 from progress_server.web.errors import ApiError
 from progress_server.web.pageview import DASH, STATE_LABELS, TaskRow, task_row
@@ -31,8 +32,8 @@ from progress_server.web.requests import new_task, visible_task
 from progress_server.web.sessions import (
     COOKIE,
     CSRF_FIELD,
-    Session,
     clear_cookie,
+    request_session,
     same_origin,
     set_cookie,
 )
@@ -90,7 +91,7 @@ def _see_other(location: str = "/") -> web.Response:
 
 
 def _session(request: web.Request) -> tuple[Session, Principal] | None:
-    session = request.app[SESSIONS].from_request(request)
+    session = request_session(request)
     if session is None:
         return None
     who = request.app[KEYRING].principal_by_id(session.key_id)
