@@ -42,8 +42,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import functools
 import json
 import os
 import re
@@ -327,7 +325,6 @@ async def start_clients(
                 *cmd,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
-                preexec_fn=functools.partial(_raise_priority, args.client_nice),
             )
         )
     for proc in procs:
@@ -336,14 +333,6 @@ async def start_clients(
         if line.strip() != b"ready":
             raise RuntimeError(f"a client process did not get ready: {line!r}")
     return procs
-
-
-def _raise_priority(nice: int) -> None:
-    """In a client process before it starts: run ahead of the servers (and of anything else
-    on the machine) when data arrives, so a spread measures the server, not a client that
-    waited for a CPU. Needs root for a negative value; without it, stays as it is."""
-    with contextlib.suppress(OSError):
-        os.nice(nice)
 
 
 async def start_py_spy(pid: int, out: Path, seconds: float) -> asyncio.subprocess.Process:
@@ -623,9 +612,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to add downloads")
     parser.add_argument("--batch-ms", type=int, default=250)
     parser.add_argument("--client-procs", type=int, default=4)
-    parser.add_argument(
-        "--client-nice", type=int, default=-10, help="nice increment of client processes"
-    )
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds per size")
     parser.add_argument("--idle-sockets", type=int, default=500)
     parser.add_argument("--profile", default="", help="folder for py-spy profiles")
