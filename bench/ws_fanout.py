@@ -249,7 +249,7 @@ class Run:
         cpu = ", ".join(f"{k} {v:.0%}" for k, v in self.cpu.items())
         closed = f"; closed: {self.closes}" if self.closes else ""
         return (
-            f"{self.server:<5} {self.clients:>6} {p50:>9.1f} {p99:>9.1f} {worst:>9.1f}  "
+            f"{self.server:<6} {self.clients:>6} {p50:>9.1f} {p99:>9.1f} {worst:>9.1f}  "
             f"{self.lifecycle_events:>5} events, {self.missing} missed, "
             f"{self.downloads} downloads, {self.frames / self.seconds:,.0f} frames/s; "
             f"CPU {cpu}{closed}"
@@ -408,19 +408,32 @@ def _short(frame: str) -> str:
     return re.sub(r":\d+\)$", ")", frame)
 
 
+class TreeServer(ServerProcess):
+    """progress-server from another checkout (`--before-tree`), the same way."""
+
+    def __init__(self, tree: str, data_dir: Path, *extra_args: str) -> None:
+        super().__init__(data_dir, *extra_args)
+        self.tree = str(Path(tree).resolve())
+
+    def command(self) -> list[str]:
+        command = super().command()
+        at = command.index("-m")
+        run = "import runpy, sys; sys.argv[0] = 'progress-server'; "
+        run += f"sys.path.insert(0, {self.tree!r}); "
+        run += "runpy.run_module('progress_server', run_name='__main__', alter_sys=True)"
+        return [*command[:at], "-c", run, *command[at + 2 :]]
+
+
 async def run_once(
     server_kind: str, clients: int, args: argparse.Namespace, work: Path, origin: Any
 ) -> Run:
     data = work / f"{server_kind}-{clients}"
     key = create_key(data, "bench", admin=True)
-    server = ServerProcess(
-        data,
-        "--loopback-only",
-        "--max-concurrent",
-        str(args.downloads),
-        "--max-per-host",
-        str(args.downloads),
-    )
+    limits = ["--max-concurrent", str(args.downloads), "--max-per-host", str(args.downloads)]
+    if server_kind == "before":
+        server: ServerProcess = TreeServer(args.before_tree, data, "--loopback-only", *limits)
+    else:
+        server = ServerProcess(data, "--loopback-only", *limits)
     run = Run(server_kind, clients)
     bare: asyncio.subprocess.Process | None = None
     procs: list[asyncio.subprocess.Process] = []
@@ -440,7 +453,7 @@ async def run_once(
             await asyncio.sleep(1.0)
             watched = {"fan-out": fan_pid, "downloads": server.pid}
             watched |= {f"client{i}": p.pid for i, p in enumerate(procs)}
-            if server_kind == "ours":
+            if server_kind != "bare":
                 del watched["downloads"]
             before = {name: cpu_seconds(pid) for name, pid in watched.items()}
             started = time.monotonic()
@@ -558,13 +571,14 @@ async def main(args: argparse.Namespace) -> None:
         flush=True,
     )
     print("spread between the first and the last client receiving each lifecycle event (ms):")
-    print(f"{'srv':<5} {'clients':>6} {'p50':>9} {'p99':>9} {'max':>9}")
+    print(f"{'srv':<6} {'clients':>6} {'p50':>9} {'p99':>9} {'max':>9}")
     with tempfile.TemporaryDirectory() as tmp, OriginThread() as origin:
         work = Path(tmp)
         for clients in args.clients:
-            pair: dict[str, list[Run]] = {"ours": [], "bare": []}
+            kinds = ("before", "ours", "bare") if args.before_tree else ("ours", "bare")
+            pair: dict[str, list[Run]] = {kind: [] for kind in kinds}
             for _ in range(args.rounds):
-                for kind in ("ours", "bare"):
+                for kind in kinds:
                     run = await run_once(kind, clients, args, work, origin)
                     pair[kind].append(run)
                     print(run.row(), flush=True)
@@ -579,6 +593,9 @@ async def main(args: argparse.Namespace) -> None:
                 f"missed by ours: {missed}",
                 flush=True,
             )
+            if args.before_tree:
+                before = statistics.median(quantile(r.spreads_ms, 0.99) for r in pair["before"])
+                print(f"  before/bare = {before:.0f}/{bare:.0f} ms = {before / bare:.2f}")
         if args.idle_sockets:
             ours_rss, bare_rss = await idle_rss(args, work)
             print(
@@ -615,6 +632,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds per size")
     parser.add_argument("--idle-sockets", type=int, default=500)
     parser.add_argument("--profile", default="", help="folder for py-spy profiles")
+    parser.add_argument(
+        "--before-tree",
+        default="",
+        help="another checkout (say, `git archive main`) whose server also runs, as 'before'",
+    )
     return parser
 
 
