@@ -427,7 +427,10 @@ class TreeServer(ServerProcess):
 async def run_once(
     server_kind: str, clients: int, args: argparse.Namespace, work: Path, origin: Any
 ) -> Run:
-    data = work / f"{server_kind}-{clients}"
+    name = f"{server_kind}-{clients}"
+    rounds = sum(1 for _ in work.glob(f"{name}-*"))
+    name += f"-{rounds + 1}"
+    data = work / name
     key = create_key(data, "bench", admin=True)
     limits = ["--max-concurrent", str(args.downloads), "--max-per-host", str(args.downloads)]
     if server_kind == "before":
@@ -459,7 +462,7 @@ async def run_once(
             started = time.monotonic()
             spy = None
             if args.profile:
-                out = Path(args.profile) / f"{server_kind}-{clients}.txt"
+                out = Path(args.profile) / f"{name}.txt"
                 spy = await start_py_spy(fan_pid, out, args.seconds)
             async with aiohttp.ClientSession() as session:
                 api = Api(session, server.base_url, key)
@@ -474,7 +477,7 @@ async def run_once(
                 lifecycle = await api.lifecycle()
             if spy is not None:
                 await spy.wait()
-                run.profile = top_frames(Path(args.profile) / f"{server_kind}-{clients}.txt")
+                run.profile = top_frames(Path(args.profile) / f"{name}.txt")
             reports = []
             for i, proc in enumerate(procs):
                 assert proc.stdin is not None
