@@ -201,16 +201,9 @@ class Hub:
             data, count, dropped = found
             if not count:
                 listener.position = end
-            elif listener.gone:
-                self.leave(listener)
-            elif listener.has_room(len(data)):
-                listener.write(data)
-                listener.position = end
-                listener.last_slot = slot
+            elif listener.write_now(data, end, slot):
                 self.frames_sent += count
                 self.frames_dropped += dropped
-            else:
-                listener.go_slow()
         if postponed and cohort.members:
             self._arm(cohort)
 

@@ -70,6 +70,7 @@ class Listener:
         "_closing",
         "_drain",
         "_outbox",
+        "_principal",
         "_sender",
         "_slot",
         "_transport",
@@ -79,8 +80,8 @@ class Listener:
         "everything",
         "hub",
         "last_slot",
+        "owner",
         "position",
-        "principal",
         "tasks",
         "ws",
     )
@@ -100,7 +101,10 @@ class Listener:
         self._transport = transport
         self._drain = drain
         self._abort = abort
-        self.principal: Principal | None = None
+        self._principal: Principal | None = None
+        # The key whose events this socket may see; None: every key's (an admin), or
+        # nobody's yet. Kept next to the principal because the hub reads it per instant.
+        self.owner: int | None = None
         self.tasks: set[str] = set()
         self.everything = False
         # Where this socket is in the hub's log; everything before it was sent or moved
@@ -117,10 +121,13 @@ class Listener:
         self._closing: asyncio.Task[None] | None = None
 
     @property
-    def owner(self) -> int | None:
-        """The key whose events this socket may see; None: every key's (an admin)."""
-        who = self.principal
-        return None if who is None or who.is_admin else who.key_id
+    def principal(self) -> Principal | None:
+        return self._principal
+
+    @principal.setter
+    def principal(self, who: Principal | None) -> None:
+        self._principal = who
+        self.owner = None if who is None or who.is_admin else who.key_id
 
     @property
     def queued(self) -> int:
@@ -128,20 +135,26 @@ class Listener:
 
     # -- writing --------------------------------------------------------------------------
 
-    @property
-    def gone(self) -> bool:
-        return self.ws.closed or self._transport.is_closing()
-
-    def has_room(self, size: int) -> bool:
-        buffered = self._transport.get_write_buffer_size()
-        return buffered == 0 or buffered + size <= WRITE_ROOM
-
-    def write(self, data: bytes) -> None:
-        """Write whole pre-framed text frames (progress_server/wsframes.py)."""
-        self._transport.write(data)
+    def write_now(self, data: bytes, end: int, slot: float) -> bool:
+        """At an instant of the fast path: write `data` (whole pre-framed frames, see
+        progress_server/wsframes.py) and count the log up to `end` as sent; or, when the
+        transport still holds more than WRITE_ROOM unsent bytes, move to the slow path.
+        True when written."""
+        transport = self._transport
+        if self.ws.closed or transport.is_closing():
+            self.hub.leave(self)  # the handler is finishing it
+            return False
+        buffered = transport.get_write_buffer_size()
+        if buffered and buffered + len(data) > WRITE_ROOM:
+            self.go_slow()
+            return False
+        transport.write(data)
+        self.position = end
+        self.last_slot = slot
+        return True
 
     async def _write(self, data: bytes) -> None:
-        if self.gone:
+        if self.ws.closed or self._transport.is_closing():
             raise ConnectionResetError("the WebSocket is closing")
         self._transport.write(data)
         await self._drain()
