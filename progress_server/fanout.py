@@ -178,14 +178,22 @@ class Hub:
         cohort.timer = loop.call_at(at, self._instant, cohort)
 
     def _instant(self, cohort: Cohort) -> None:
-        """Write what each member has not read yet, framed once per distinct content."""
+        """Write what each member has not read yet, framed once per distinct content.
+
+        Two passes: the first builds every content and the list of sockets due, the second
+        only writes. The second allocates no object the garbage collector tracks, so a
+        collection (which any such allocation may start, and which takes 100 ms and more
+        on a busy server with many sockets) never falls between two sockets of an instant:
+        it delays the instant as a whole instead of splitting it."""
         cohort.timer = None
         step = cohort.step
         slot = cohort.next
         if step:
             cohort.slot = slot
         end = self.end
-        built: dict[tuple[int | None, int], tuple[bytes, int, int]] = {}
+        # Per owner (None: everything), per reading position: bytes, events, left out.
+        contents: dict[int | None, dict[int, tuple[bytes, int, int]]] = {}
+        due: list[Listener] = []
         postponed = False
         for listener in tuple(cohort.members):
             position = listener.position
@@ -195,10 +203,14 @@ class Hub:
                 postponed = True  # it sent a batch of its own at this instant
                 continue
             owner = listener.owner
-            found = built.get((owner, position))
-            if found is None:
-                found = built[owner, position] = self._content(position, owner, step)
-            data, count, dropped = found
+            by_position = contents.get(owner)
+            if by_position is None:
+                by_position = contents[owner] = {}
+            if position not in by_position:
+                by_position[position] = self._content(position, owner, step)
+            due.append(listener)
+        for listener in due:
+            data, count, dropped = contents[listener.owner][listener.position]
             if not count:
                 listener.position = end
             elif listener.write_now(data, end, slot):

@@ -249,7 +249,8 @@ async def test_batches_come_at_most_once_per_batch_ms(make_bench: Make) -> None:
     reading.cancel()
     assert [e["seq"] for e in events] == published
     # Events every 20 ms, for 1.2 s or more: batches on a 150 ms grid, never more often.
-    assert 2 <= len(arrivals) <= (arrivals[-1] - arrivals[0]) / 0.15 + 1, arrivals
+    # (The first may go at once, ahead of the grid; allow the reader 50 ms of jitter.)
+    assert 2 <= len(arrivals) <= (arrivals[-1] - arrivals[0] + 0.05) / 0.15 + 2, arrivals
     await ws.close()
 
 
