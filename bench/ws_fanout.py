@@ -19,10 +19,12 @@ downloads are submitted over the HTTP API, keeping a few tasks pending so that 2
 
 Clients: N sockets spread over a few client processes (`--client-procs`, aiohttp client,
 one event loop each). Per frame a client only takes the time and runs one regular
-expression over the text (no JSON parsing), so it costs a few microseconds; the bench
-prints the client processes' CPU use during the window, so one can see they kept up (a
-client process near 100 % of a core would make every spread look worse, for both servers
-alike). Receipt times use `time.time()`, the one system clock shared by all processes.
+expression over the text (no JSON parsing), so it costs a few microseconds, and its
+garbage collector is off while measuring (a collection in the middle of one batch would
+count as spread); the bench prints the client processes' CPU use during the window, so
+one can see they kept up (a client process near 100 % of a core would make every spread
+look worse, for both servers alike). Receipt times use `time.time()`, the one system
+clock shared by all processes.
 
 RSS per idle socket: a fresh server with no downloads, RSS before and after opening
 `--idle-sockets` sockets (each authenticated by its header and subscribed to `*`), after a
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import re
@@ -130,6 +133,14 @@ async def run_clients(args: argparse.Namespace) -> dict[str, Any]:
         failed = [job for job in jobs if job.done() and job.exception() is not None]
         if failed:
             raise RuntimeError(f"{len(failed)} clients failed: {failed[0].exception()!r}")
+        # A client process that stops for a garbage collection in the middle of reading
+        # one batch on its sockets would add the pause to that batch's spread: the
+        # sockets are all open now, so keep what exists out of collections, and collect
+        # nothing more while measuring (what a client allocates per frame is freed by
+        # reference counting).
+        gc.collect()
+        gc.freeze()
+        gc.disable()
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         for job in jobs:
