@@ -17,6 +17,7 @@ from progress_server.appkeys import (
     LOOP_LAG,
     MEDIA_TOOLS,
     METRICS,
+    QUERIES,
     SCHEDULER,
     SESSIONS,
     SETTINGS,
@@ -38,6 +39,7 @@ from progress_server.sessions import SessionStore
 from progress_server.settings import Settings
 from progress_server.snapshots import SnapshotCache
 from progress_server.store import Store
+from progress_server.store.sqlite import SqliteStore
 from progress_server.web.auth import auth_middleware
 from progress_server.web.errors import error_middleware
 from progress_server.web.page import setup_templates
@@ -112,7 +114,7 @@ async def started(service: S) -> AsyncIterator[S]:
 
 @asynccontextmanager
 async def opened_store(settings: Settings) -> AsyncIterator[Store]:
-    store = Store(settings.db_path)
+    store = SqliteStore(settings.db_path)
     try:
         await store.open()
         yield store
@@ -166,6 +168,7 @@ async def open_resources(app: web.Application, stack: AsyncExitStack) -> None:
         Downloader(settings, session),
         build_pipeline(settings, media_tools),
     )
+    app[QUERIES] = scheduler.queries
     await stack.enter_async_context(started(Hooks(settings, store, bus)))
     metrics = app[METRICS] = Metrics(scheduler, bus, store, loop_lag=loop_lag, sockets=hub)
     metrics.start()

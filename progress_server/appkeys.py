@@ -10,6 +10,7 @@ from progress_server.fanout import Hub
 from progress_server.looplag import LoopLagMonitor
 from progress_server.metrics import Metrics
 from progress_server.processing.tools import MediaTools
+from progress_server.queries import TaskQueries
 from progress_server.scheduler import Scheduler
 from progress_server.sessions import SessionStore
 from progress_server.settings import Settings
@@ -19,6 +20,7 @@ SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 BUS = web.AppKey("bus", EventBus)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
+QUERIES = web.AppKey("queries", TaskQueries)
 KEYRING = web.AppKey("keyring", KeyRing)
 LOGIN_LIMITER = web.AppKey("login_limiter", FailedLoginLimiter)
 # Whether ffmpeg/ffprobe exist, found once at start-up.

@@ -151,10 +151,10 @@ def keys() -> None:
 
 
 def _with_store(data_dir: Path, action: Any) -> Any:
-    from progress_server.store import Store
+    from progress_server.store.sqlite import SqliteStore
 
     async def run() -> Any:
-        store = Store(Settings(data_dir=data_dir).db_path)
+        store = SqliteStore(Settings(data_dir=data_dir).db_path)
         await store.open()
         try:
             return await action(store)

@@ -29,7 +29,7 @@ from progress_server.fanout import Hub
 from progress_server.listener import Listener
 from progress_server.models import EventName, Progress, TaskState
 from progress_server.snapshots import SnapshotCache
-from progress_server.store import Store
+from progress_server.store.sqlite import SqliteStore
 
 JSON = dict[str, Any]
 PEOPLE = {
@@ -98,11 +98,11 @@ Make = Callable[..., Awaitable[Bench]]
 
 @pytest.fixture
 async def make_bench(aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[Make]:
-    stores: list[Store] = []
+    stores: list[SqliteStore] = []
     hubs: list[Hub] = []
 
     async def make(queue_limit: int = 1000) -> Bench:
-        store = Store(tmp_path / f"progress-{len(stores)}.db")
+        store = SqliteStore(tmp_path / f"progress-{len(stores)}.db")
         await store.open()
         stores.append(store)
         bus = EventBus(store, SnapshotCache())
