@@ -3,16 +3,8 @@ that writes whatever the hub's fast path (progress_server/fanout.py) cannot.
 
 Ordering on one socket follows `seq`. Whatever the socket sends besides live events
 (answers to its actions, replay markers) goes into its outbox after the live events it had
-not read yet were moved there, so nothing overtakes anything. A subscription with
-`after_seq` puts a replay marker in the outbox at the moment it registers; when the sender
-reaches the marker it sends the persisted events in `(after_seq, S]` from SQLite, where S
-is the bus's last seq at registration, and then carries on with the log, which from there
-on holds exactly the live events after S. Every persisted event ≤ S is in SQLite before
-registration (the bus persists before it counts an event as published) and every event
-> S reaches the log afterwards, so the replay joins the live stream with no gap and no
-duplicate, however many events arrive while it runs.
-
-What a subscription is answered, and how a replay reads the history, is in
+not read yet were moved there, so nothing overtakes anything. What a subscription is
+answered, and why a replay joins the live stream with no gap and no duplicate, is in
 progress_server/subscriptions.py.
 
 In batch mode every frame the socket sends (events, and the answers to the client's own
@@ -166,10 +158,8 @@ class Listener:
         if who is None or not frames:
             return []
         if self.everything:
-            if who.is_admin:
-                return frames
-            key_id = who.key_id
-            return [f for f in frames if f.owner == key_id]
+            owner = self.owner
+            return frames if owner is None else [f for f in frames if f.owner == owner]
         tasks = self.tasks
         if not tasks:
             return []
@@ -224,13 +214,8 @@ class Listener:
         self._outbox = None
         if self._sender is not None:
             self._sender.cancel()
-        self._closing = asyncio.create_task(
-            self._close(
-                WSCloseCode.TRY_AGAIN_LATER,
-                "too far behind; reconnect and subscribe with after_seq",
-                CLOSE_GRACE_SECONDS,
-            ),
-            name="ws-close-slow",
+        self.close_soon(
+            WSCloseCode.TRY_AGAIN_LATER, "too far behind; reconnect and subscribe with after_seq"
         )
 
     # -- client actions (called by the handler) -------------------------------------------
@@ -312,14 +297,12 @@ class Listener:
         """True when there is something to send; False when the task is no longer needed
         (the socket joined the fast path, or follows nothing)."""
         while not self._outbox and self.position >= self.hub.end:
-            if self.everything and self.principal is not None:
-                self._outbox = None
-                self._sender = None
-                self.hub.join(self)
-                return False
-            if not self.tasks:
-                self._outbox = None
-                self._sender = None
+            if self.everything or not self.tasks:
+                # Level with the log: "*" goes back to the fast path; following nothing
+                # needs no task at all.
+                self._outbox = self._sender = None
+                if self.everything:
+                    self.hub.join(self)
                 return False
             self._waiter = self.hub.wait_for_events()
             try:
@@ -362,14 +345,15 @@ class Listener:
 
     # -- closing ----------------------------------------------------------------------------
 
-    def close_soon(self, code: int, message: str) -> None:
-        if self._closing is None:
-            self._closing = asyncio.create_task(self._close(code, message, CLOSE_GRACE_SECONDS))
-
-    async def close(self, code: int, message: str, grace: float) -> None:
+    def close_soon(
+        self, code: int, message: str, grace: float = CLOSE_GRACE_SECONDS
+    ) -> asyncio.Task[None]:
         if self._closing is None:
             self._closing = asyncio.create_task(self._close(code, message, grace))
-        await self._closing
+        return self._closing
+
+    async def close(self, code: int, message: str, grace: float) -> None:
+        await self.close_soon(code, message, grace)
 
     async def _close(self, code: int, message: str, grace: float) -> None:
         self.hub.forget(self)

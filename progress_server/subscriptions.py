@@ -10,6 +10,14 @@ Answers to `subscribe`:
   small on a server with a long history; their outcome is in the history.
 - With `after_seq`, the replayed events come first and the `subscribed` frame follows
   them, so `seq` never goes backwards on the wire.
+
+A subscription with `after_seq` puts a replay marker in the socket's outbox at the moment
+it registers; when the sender reaches the marker it sends the persisted events in
+`(after_seq, S]` from the history, where S is the bus's last seq at registration, and then
+carries on with the hub's log, which from there on holds exactly the live events after S.
+Every persisted event ≤ S is stored before registration (the bus persists before it counts
+an event as published) and every event > S reaches the log afterwards, so the replay joins
+the live stream with no gap and no duplicate, however many events arrive while it runs.
 """
 
 from __future__ import annotations
