@@ -35,9 +35,10 @@ moment to settle; the bare broadcaster's figure is printed next to it.
     python bench/ws_fanout.py --profile /tmp/prof          # py-spy on both fan-out processes
 
 `--profile DIR` records each fan-out process during the window with
-`py-spy record --idle --gil --format raw` (collapsed stacks) and prints its top frames by
-self and by total time; the raw files feed any flame graph tool, or py-spy's own
-`--format flamegraph`.
+`py-spy record --idle --gil --format raw` (collapsed stacks) and prints where its samples
+went (downloads, fan-out, SQLite, ...) and its top frames by self time; the raw files feed
+any flame graph tool. `--profile-format flamegraph` (or `speedscope`) writes py-spy's SVG
+(or JSON) instead, without the printed summary.
 """
 
 from __future__ import annotations
@@ -346,9 +347,11 @@ async def start_clients(
     return procs
 
 
-async def start_py_spy(pid: int, out: Path, seconds: float) -> asyncio.subprocess.Process:
+async def start_py_spy(
+    pid: int, out: Path, seconds: float, form: str
+) -> asyncio.subprocess.Process:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    cmd = [py_spy, "record", "--pid", str(pid), "--idle", "--gil", "--format", "raw"]
+    cmd = [py_spy, "record", "--pid", str(pid), "--idle", "--gil", "--format", form]
     cmd += ["--duration", str(int(seconds)), "--rate", "200", "-o", str(out)]
     return await asyncio.create_subprocess_exec(
         *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
@@ -473,8 +476,9 @@ async def run_once(
             started = time.monotonic()
             spy = None
             if args.profile:
-                out = Path(args.profile) / f"{name}.txt"
-                spy = await start_py_spy(fan_pid, out, args.seconds)
+                suffix = {"raw": "txt", "flamegraph": "svg"}.get(args.profile_format, "json")
+                out = Path(args.profile) / f"{name}.{suffix}"
+                spy = await start_py_spy(fan_pid, out, args.seconds, args.profile_format)
             async with aiohttp.ClientSession() as session:
                 api = Api(session, server.base_url, key)
                 run.downloads = await pump_downloads(api, origin.url, args)
@@ -488,7 +492,8 @@ async def run_once(
                 lifecycle = await api.lifecycle()
             if spy is not None:
                 await spy.wait()
-                run.profile = top_frames(Path(args.profile) / f"{name}.txt")
+                if args.profile_format == "raw":
+                    run.profile = top_frames(Path(args.profile) / f"{name}.txt")
             reports = []
             for i, proc in enumerate(procs):
                 assert proc.stdin is not None
@@ -669,6 +674,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per size")
     parser.add_argument("--idle-sockets", type=int, default=500)
     parser.add_argument("--profile", default="", help="folder for py-spy profiles")
+    parser.add_argument(
+        "--profile-format", choices=["raw", "flamegraph", "speedscope"], default="raw"
+    )
     parser.add_argument(
         "--burn", type=int, default=0, help="busy-loop processes on the side: a busy machine"
     )
