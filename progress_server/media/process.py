@@ -53,6 +53,7 @@ class WorkerProcess:
             python or sys.executable,
             "-m",
             WORKER_MODULE,
+            "--supervised",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -63,10 +64,10 @@ class WorkerProcess:
         worker = cls(proc)
         assert proc.stdin is not None
         # The job travels on stdin, not argv: its URL may carry a token that `ps` would show.
+        # stdin then stays open: its end tells a --supervised worker that the server is gone.
         proc.stdin.write(job_json.encode() + b"\n")
         with contextlib.suppress(ConnectionError):
             await proc.stdin.drain()
-        proc.stdin.close()
         return worker
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
@@ -103,6 +104,8 @@ class WorkerProcess:
             # Also after the worker exited: an ffmpeg it started may still be in the group.
             self._signal_group(signal.SIGKILL)
         await self.proc.wait()
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
         self._stderr_reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._stderr_reader

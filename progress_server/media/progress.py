@@ -31,11 +31,18 @@ class _Part:
 
 
 class CombinedProgress:
-    def __init__(self, parts: list[PartSize]) -> None:
+    def __init__(self, parts: list[PartSize], floor: float = 0.0) -> None:
+        """`floor`: the fraction an earlier run of the same media already showed, so a
+        resumed run goes on from there instead of from its own first estimate."""
         self._parts = [_Part(p) for p in parts] or [_Part(PartSize())]
         self.downloaded = 0
         self.total: int | None = None
-        self._fraction = 0.0
+        self._fraction = min(1.0, max(0.0, floor))
+
+    @property
+    def fraction(self) -> float:
+        """The highest downloaded/total shown so far (0 to 1)."""
+        return self._fraction
 
     @property
     def percentage(self) -> float | None:

@@ -37,7 +37,11 @@ class MediaObserver(Protocol):
         self, offset: int, total: int | None, etag: str | None, last_modified: str | None
     ) -> None: ...
 
-    async def total_changed(self, total: int | None) -> None: ...
+    async def total_changed(self, total: int | None) -> None:
+        """A new total (estimates firm up as fragments arrive). It must not emit progress
+        by itself: when it grows, the received() that follows at once carries it, so the
+        percentage a client sees never goes down."""
+        ...
 
     async def received(self, nbytes: int) -> None: ...
 
@@ -73,11 +77,14 @@ class MediaTransfer:
         Cancelling the awaiting task stops the worker and everything it started.
         """
         attempt = 0
+        shown = 0.0
         while True:
             attempt += 1
+            run = _Run(observer, floor=shown)
             try:
-                return await self.run_once(job, observer)
+                return await self.run_once(job, observer, run)
             except MediaError as error:
+                shown = run.fraction
                 if not (error.retryable and attempt <= self.max_retries):
                     error.retryable = False
                     raise
@@ -90,10 +97,12 @@ class MediaTransfer:
         # "Equal jitter", as the downloader's: never less than half the step.
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
-    async def run_once(self, job: MediaJob, observer: MediaObserver) -> MediaFile | MediaPlaylist:
+    async def run_once(
+        self, job: MediaJob, observer: MediaObserver, run: _Run | None = None
+    ) -> MediaFile | MediaPlaylist:
         """One worker run: extract, then download (resuming what is on disk) or list."""
+        run = run or _Run(observer)
         worker = await WorkerProcess.start(job.to_json(), self.python)
-        run = _Run(observer)
         try:
             return await self._follow(worker, run)
         finally:
@@ -131,8 +140,9 @@ class MediaTransfer:
 class _Run:
     """One worker run's lines turned into observer calls and an outcome."""
 
-    def __init__(self, observer: MediaObserver) -> None:
+    def __init__(self, observer: MediaObserver, floor: float = 0.0) -> None:
         self.observer = observer
+        self.floor = floor
         self.extracted = False
         self.progress: CombinedProgress | None = None
         self.started = False
@@ -142,12 +152,16 @@ class _Run:
         self.outcome: MediaFile | MediaPlaylist | None = None
         self.error: MediaError | None = None
 
+    @property
+    def fraction(self) -> float:
+        return self.progress.fraction if self.progress is not None else self.floor
+
     async def handle(self, event: dict[str, Any]) -> None:
         kind = event["event"]
         if kind == "extracted":
             self.extracted = True
             media = ExtractedMedia.from_event(event)
-            self.progress = CombinedProgress([part.expected for part in media.parts])
+            self.progress = CombinedProgress([p.expected for p in media.parts], self.floor)
             await self.observer.media_extracted(media)
         elif kind == "playlist":
             self.extracted = True
@@ -164,7 +178,7 @@ class _Run:
 
     async def _progress(self, event: dict[str, Any]) -> None:
         if self.progress is None:
-            self.progress = CombinedProgress([])
+            self.progress = CombinedProgress([], self.floor)
         part, downloaded = event.get("part"), event.get("downloaded")
         total = event.get("total") or event.get("estimate")
         self.progress.update(
@@ -180,11 +194,18 @@ class _Run:
             self.reported, self.reported_total = now, total_now
             await self.observer.response_started(now, total_now, None, None)
         else:
-            if total_now != self.reported_total:
+            delta = now - self.reported
+            grows = (
+                self.reported_total is not None
+                and total_now is not None
+                and total_now > self.reported_total
+            )
+            # A larger total alone would lower the shown percentage; it waits for bytes.
+            if total_now != self.reported_total and (delta > 0 or not grows):
                 self.reported_total = total_now
                 await self.observer.total_changed(total_now)
-            if now > self.reported:
-                delta, self.reported = now - self.reported, now
+            if delta > 0:
+                self.reported = now
                 await self.observer.received(delta)
         index, count = event.get("fragment_index"), event.get("fragment_count")
         if isinstance(index, int) and (index, count) != self.fragment:

@@ -1,6 +1,8 @@
 """The media worker: one yt-dlp run in its own process, reporting JSON lines on stdout.
 
 Run as `python -m progress_server.media.worker` with a MediaJob as one JSON line on stdin.
+With `--supervised` (how MediaTransfer starts it) stdin stays open for the worker's life,
+and its end, when the server exits or is killed -9, takes the whole process group down.
 It extracts (one `extracted` or `playlist` line), downloads with yt-dlp's Python API
 (`progress` and `postprocess` lines from its hooks), and ends with `finished` or a typed
 `error` line. Nothing else is written to stdout; yt-dlp's own messages go to stderr.
@@ -10,9 +12,12 @@ Exit status: 0 done, 1 a reported error, 2 a bad job.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -234,10 +239,24 @@ def probe_duration(path: Path) -> float | None:
         return None
 
 
-def main() -> int:
+def _die_with_parent() -> None:
+    """Wait for stdin's end, then kill this process group (yt-dlp and ffmpeg with it).
+
+    The worker runs in a session of its own, so a server killed with -9 would otherwise
+    leave it downloading into the folder that the restarted server's next run resumes.
+    """
+    while sys.stdin.buffer.read(65536):
+        pass
+    os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
     events = EventStream.take_stdout()
     try:
         job = MediaJob.from_json(sys.stdin.readline())
+        if "--supervised" in args:
+            threading.Thread(target=_die_with_parent, daemon=True).start()
         policy = NetworkPolicy(
             job.deny_private, parse_networks(job.allow_networks), loopback_only=job.loopback_only
         )
