@@ -1,0 +1,91 @@
+"""Which source a URL takes ("auto", "http", "media"), and the server without yt-dlp."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from progress_server.media import source
+from tests.serverproc import REPO_ROOT
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches() -> None:
+    source.media_available.cache_clear()
+    source.has_site_extractor.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://www.youtube.com/watch?v=dQw4w9WgXcQ",
+        "https://youtu.be/dQw4w9WgXcQ",
+        "https://vimeo.com/76979871",
+        "https://www.youtube.com/playlist?list=PLBCF2DAC6FFB574DE",
+    ],
+)
+def test_auto_is_media_where_a_site_extractor_knows_the_url(url: str) -> None:
+    assert source.resolve("auto", url) == "media"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/files/linux.iso",
+        "http://127.0.0.1:8000/file?size=100",
+        # Only yt-dlp's generic extractor takes these: a plain download, as the contract says.
+        "https://cdn.example.com/live/stream.m3u8",
+        "https://example.com/",
+    ],
+)
+def test_auto_is_http_for_everything_else(url: str) -> None:
+    assert source.resolve("auto", url) == "http"
+
+
+def test_explicit_sources_are_taken_as_asked() -> None:
+    assert source.resolve("http", "https://www.youtube.com/watch?v=dQw4w9WgXcQ") == "http"
+    assert source.resolve("media", "https://example.com/page.html") == "media"
+    with pytest.raises(ValueError, match="auto, http, media"):
+        source.resolve("ftp", "https://example.com/")
+
+
+def test_resolving_is_cheap_once_warm() -> None:
+    source.warm_up()
+    began = time.perf_counter()
+    for n in range(50):
+        source.resolve("auto", f"https://example.com/files/{n}.bin")
+    # Pattern matching only, no request: well under a millisecond or two per URL.
+    assert (time.perf_counter() - began) / 50 < 0.05
+
+
+def test_without_yt_dlp_auto_is_http_and_media_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # None in sys.modules is how Python spells "this module cannot be imported".
+    monkeypatch.setitem(sys.modules, "yt_dlp", None)
+
+    assert not source.media_available()
+    assert source.resolve("auto", "https://www.youtube.com/watch?v=dQw4w9WgXcQ") == "http"
+    with pytest.raises(source.MediaUnavailable, match=r"progress-server\[media\]"):
+        source.resolve("media", "https://www.youtube.com/watch?v=dQw4w9WgXcQ")
+    assert source.startup_warning() == source.MISSING_MESSAGE
+
+
+def test_the_server_imports_and_builds_its_app_without_yt_dlp(tmp_path: object) -> None:
+    script = (
+        "import sys; sys.modules['yt_dlp'] = None\n"
+        "from progress_server.app import create_app\n"
+        "from progress_server.settings import Settings\n"
+        "import progress_server.cli, progress_server.media.transfer, progress_server.media.worker\n"
+        "from progress_server.media import source\n"
+        f"create_app(Settings(data_dir=__import__('pathlib').Path({str(tmp_path)!r})))\n"
+        "assert not source.media_available()\n"
+        "assert 'yt_dlp' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+        "print('ok')\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "ok"
