@@ -51,9 +51,9 @@ def _ffmpeg(*args: str, cwd: Path) -> None:
     subprocess.run(cmd, check=True, timeout=180, cwd=cwd)
 
 
-def _sources(seconds: int) -> list[str]:
+def _sources(seconds: int, size: str = "320x240") -> list[str]:
     return [
-        *("-f", "lavfi", "-i", f"testsrc=duration={seconds}:size=320x240:rate=15"),
+        *("-f", "lavfi", "-i", f"testsrc=duration={seconds}:size={size}:rate=15"),
         *("-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}"),
     ]
 
@@ -65,18 +65,26 @@ _AUDIO = ["-c:a", "aac", "-b:a", "64k"]
 _HLS = ["-f", "hls", "-hls_time", "2", "-hls_playlist_type", "vod"]
 
 
+def make_hls(folder: Path, seconds: int = HLS_SECONDS, size: str = "320x240") -> Path:
+    """An HLS VOD stream (video and audio in one) in `folder`: index.m3u8 and a fragment
+    every 2 s. Made once; a later call with the same folder reuses it."""
+    if not (folder / "index.m3u8").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        _ffmpeg(
+            *_sources(seconds, size), *_VIDEO, *_AUDIO, *_HLS,
+            "-hls_segment_filename", "seg%03d.ts", "making.m3u8",
+            cwd=folder,
+        )  # fmt: skip
+        (folder / "making.m3u8").rename(folder / "index.m3u8")
+    return folder
+
+
 def make_streams(folder: Path) -> Path:
     """The site's media in `folder`, made once: hls/ (video and audio in one stream, 15
     fragments), split/ (a master playlist with separate video and audio: yt-dlp merges
     them), clip.mp4 (4 s)."""
     folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / "hls" / "index.m3u8").exists():
-        (folder / "hls").mkdir(exist_ok=True)
-        _ffmpeg(
-            *_sources(HLS_SECONDS), *_VIDEO, *_AUDIO, *_HLS,
-            "-hls_segment_filename", "seg%03d.ts", "index.m3u8",
-            cwd=folder / "hls",
-        )  # fmt: skip
+    make_hls(folder / "hls")
     if not (folder / "split" / "master.m3u8").exists():
         (folder / "split").mkdir(exist_ok=True)
         _ffmpeg(

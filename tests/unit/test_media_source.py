@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -89,3 +90,20 @@ def test_the_server_imports_and_builds_its_app_without_yt_dlp(tmp_path: object) 
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "ok"
+
+
+def test_the_worker_without_yt_dlp_says_what_to_install(tmp_path: object) -> None:
+    script = (
+        "import sys; sys.modules['yt_dlp'] = None\n"
+        "from progress_server.media.worker import main\n"
+        "sys.exit(main())\n"
+    )
+    job = json.dumps({"url": "https://example.com/v", "output_dir": str(tmp_path)})
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        input=job + "\n", cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 1
+    event = json.loads(run.stdout)
+    assert event["event"] == "error" and event["type"] == "internal_error"
+    assert "pip install 'progress-server[media]'" in event["message"]
