@@ -144,3 +144,19 @@ async def test_a_killed_worker_is_resumed_from_its_fragments(
     assert duration(result.path) == pytest.approx(HLS_SECONDS, abs=0.5)  # type: ignore[union-attr]
     shown = observer.percentages
     assert all(b >= a for a, b in itertools.pairwise(shown))
+
+
+async def test_extraction_that_hangs_times_out_and_leaves_nothing(
+    site: MediaSite, tmp_path: Path
+) -> None:
+    transfer = MediaTransfer(extract_timeout=3.0, max_retries=0)
+    job = MediaJob(url=site.url("/stall/page.html"), output_dir=tmp_path)
+
+    began = time.monotonic()
+    with pytest.raises(MediaError) as caught:
+        await transfer.download(job, RecordingObserver())
+
+    assert caught.value.error_type == "timeout"
+    assert "extraction took longer than 3 s" in caught.value.message
+    assert time.monotonic() - began < 3.0 + 2.0
+    assert descendants() == []

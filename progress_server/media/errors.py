@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from progress_server.netpolicy import PolicyViolation
 
@@ -29,6 +30,7 @@ INTERNAL_ERROR = "internal_error"
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 _ERROR_PREFIX = re.compile(r"^(ERROR:\s*)+")
+_URL = re.compile(r"\b(?:https?|wss?)://[^\s'\"<>()]+")
 MAX_MESSAGE = 500
 
 
@@ -63,11 +65,26 @@ class MediaError(Exception):
 
 
 def clean_message(text: str) -> str:
-    """yt-dlp's message without its "ERROR:" prefix and bug-report boilerplate."""
+    """yt-dlp's message without its "ERROR:" prefix and bug-report boilerplate, and with
+    every URL in it cut to scheme, host and path: messages reach the logs, and a query
+    string or user:password there may be a key."""
     text = _ERROR_PREFIX.sub("", str(text).strip())
     text = text.split("; please report this issue on", 1)[0]
     text = text.split(" please report this issue on", 1)[0]
+    text = _URL.sub(lambda m: _redacted(m.group(0)), text)
     return text.strip()[:MAX_MESSAGE] or "unknown error"
+
+
+def _redacted(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return url.split("?", 1)[0].split("#", 1)[0]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def causes(exc: BaseException) -> Iterator[BaseException]:

@@ -10,7 +10,6 @@ with backoff; each new run resumes from yt-dlp's partial files in the job's fold
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -21,8 +20,6 @@ from progress_server.media.process import WorkerProcess
 from progress_server.media.progress import CombinedProgress
 from progress_server.media.results import ExtractedMedia, MediaFile, MediaPlaylist
 from progress_server.settings import Settings
-
-log = logging.getLogger(__name__)
 
 # yt-dlp's bookkeeping steps, not work a user waits for.
 _QUIET_POSTPROCESSORS = frozenset({"MoveFiles"})

@@ -77,6 +77,12 @@ def test_messages_lose_yt_dlps_prefix_and_boilerplate() -> None:
     assert clean_message(text) == "[generic] x: Oops"
 
 
+def test_urls_in_messages_lose_credentials_and_query() -> None:
+    text = "ERROR: Unsupported URL: https://bob:secret@example.com:8443/v/1?token=abc#t=3"
+    assert clean_message(text) == "Unsupported URL: https://example.com:8443/v/1"
+    assert clean_message("see http://[::1]:80/a?b=c.") == "see http://[::1]:80/a"
+
+
 def test_error_events_round_trip() -> None:
     error = MediaError("http_error", "HTTP 503", retryable=True, status=503)
     assert MediaError.from_event(error.to_event()) == error
