@@ -78,6 +78,8 @@ def file_stem(title: str | None, fallback: str) -> str:
 
 
 class WorkerRun:
+    """One job: extract, then list a playlist or download the one video, reporting each."""
+
     def __init__(self, job: MediaJob, events: EventStream, guard: NetworkGuard) -> None:
         self.job = job
         self.events = events
