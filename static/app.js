@@ -542,6 +542,9 @@
     const preset = String(data.get("preset") || "");
     if (filename) body.filename = filename;
     if (preset) body.post_process = { transcode: preset };
+    // A quality is a yt-dlp format selector (the page's options carry them): media.
+    const format = String(data.get("format") || "");
+    if (format) body.format = format;
     const button = addForm.querySelector('button[type="submit"]');
     button.disabled = true;
     try {

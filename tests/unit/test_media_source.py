@@ -17,6 +17,7 @@ from tests.serverproc import REPO_ROOT
 def fresh_caches() -> None:
     source.media_available.cache_clear()
     source.has_site_extractor.cache_clear()
+    source.format_problem.cache_clear()
 
 
 @pytest.mark.parametrize(
@@ -38,12 +39,60 @@ def test_auto_is_media_where_a_site_extractor_knows_the_url(url: str) -> None:
         "https://example.com/files/linux.iso",
         "http://127.0.0.1:8000/file?size=100",
         # Only yt-dlp's generic extractor takes these: a plain download, as the contract says.
-        "https://cdn.example.com/live/stream.m3u8",
         "https://example.com/",
+        "https://example.com/page-with-a-video.html",
+        # A manifest's name in the query is not a manifest's path.
+        "https://example.com/proxy?u=stream.m3u8",
     ],
 )
 def test_auto_is_http_for_everything_else(url: str) -> None:
     assert source.resolve("auto", url) == "http"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://cdn.example.com/live/stream.m3u8",
+        "https://cdn.example.com/vod/master.M3U8?token=abc",
+        "http://10.0.0.5:8080/dash/manifest.mpd",
+    ],
+)
+def test_auto_is_media_for_a_manifest_whatever_the_site(url: str) -> None:
+    # A manifest is never what a user wants as a file (a 1 KB text file of fragment URLs).
+    assert source.resolve("auto", url) == "media"
+
+
+def test_a_format_given_with_auto_asks_for_media() -> None:
+    assert source.resolve("auto", "https://example.com/page.html", format_given=True) == "media"
+
+
+def test_format_selectors_are_read_by_yt_dlp_itself() -> None:
+    assert source.format_problem("bv*[height<=720]+ba/b") is None
+    assert source.format_problem("ba/b") is None
+    problem = source.format_problem("bv*+")
+    assert problem is not None and problem.startswith("'format' is not a yt-dlp format selector")
+    assert source.format_problem("best[height<=abc]") is not None
+    assert source.format_problem("") is not None
+    assert source.format_problem("b" * 501) is not None
+    assert source.format_problem("b\nb") is not None
+
+
+def test_the_joined_patterns_say_what_every_extractor_says() -> None:
+    """The one-regex matcher agrees with asking each site extractor, on URLs from yt-dlp's
+    own extractor tests (sites it knows) and on URLs no site claims."""
+    from yt_dlp.extractor import _extractors, gen_extractor_classes
+
+    urls: list[str] = []
+    for name in sorted(dir(_extractors))[::11]:
+        for case in getattr(getattr(_extractors, name), "_TESTS", None) or []:
+            if isinstance(case, dict) and isinstance(case.get("url"), str):
+                urls.append(case["url"])
+    urls += [f"https://files.example.org/{n}/archive-{n}.tar.gz" for n in range(20)]
+    assert len(urls) > 200
+    extractors = [ie for ie in gen_extractor_classes() if ie.ie_key() != "Generic"]
+    for url in urls:
+        expected = any(ie.suitable(url) for ie in extractors)
+        assert source.has_site_extractor(url) is expected, url
 
 
 def test_explicit_sources_are_taken_as_asked() -> None:
@@ -58,7 +107,8 @@ def test_resolving_is_cheap_once_warm() -> None:
     began = time.perf_counter()
     for n in range(50):
         source.resolve("auto", f"https://example.com/files/{n}.bin")
-    # Pattern matching only, no request: well under a millisecond or two per URL.
+    # Pattern matching only, no request: well under a millisecond or two per URL (about
+    # 0.6 ms with the joined patterns, 2.5 ms asking each extractor, on a quiet machine).
     assert (time.perf_counter() - began) / 50 < 0.05
 
 
