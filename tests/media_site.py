@@ -44,6 +44,9 @@ PAGES = {
     ),
     "none.html": "<html><head><title>Nothing</title></head><body><p>No media.</p></body></html>",
 }
+# Pages that change after their first visit: a playlist whose entries are gone by the time
+# each entry's own run extracts it again (the site changed under the playlist).
+VANISHING = {"vanishing.html": ("two.html", "none.html")}
 
 
 def _ffmpeg(*args: str, cwd: Path) -> None:
@@ -175,7 +178,12 @@ class MediaSite:
         return await _throttled(request, path, int(rate))
 
     async def _page(self, request: web.Request) -> web.Response:
-        html = PAGES.get(request.match_info["name"])
+        name = request.match_info["name"]
+        if name in VANISHING:
+            first, later = VANISHING[name]
+            seen = sum(1 for hit in self.hits if hit.path.endswith(f"/page/{name}"))
+            name = first if seen <= 1 else later
+        html = PAGES.get(name)
         if html is None:
             raise web.HTTPNotFound()
         return web.Response(text=html, content_type="text/html")
