@@ -111,7 +111,15 @@ def has_site_extractor(url: str) -> bool:
     """True when one of yt-dlp's site-specific extractors claims the URL (no network)."""
     if not media_available():
         return False
-    return any(match(url) for match in _site_matchers())
+    return any(_claims(match, url) for match in _site_matchers())
+
+
+def _claims(match: Callable[[str], Any], url: str) -> bool:
+    try:
+        return bool(match(url))
+    # An extractor's own check (third-party code) failing on an odd URL claims nothing.
+    except Exception:
+        return False
 
 
 def is_manifest(url: str) -> bool:
@@ -183,7 +191,9 @@ def format_problem(selector: str) -> str | None:
         return MISSING_MESSAGE
     try:
         _format_checker()(selector)
-    except (SyntaxError, ValueError) as exc:
+    # yt-dlp's parser raises SyntaxError for most bad selectors but TypeError, ValueError
+    # and others for some (found by fuzzing): whatever it raises, it cannot read this one.
+    except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return f"'format' is not a yt-dlp format selector: {reason}"
     return None
