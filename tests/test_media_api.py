@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -201,3 +202,39 @@ async def test_deleting_one_entry_leaves_the_playlist_with_the_others(
     await api.json("DELETE", f"/api/downloads/{done['entries'][0]}", 204)
 
     assert (await api.task(parent["task_id"]))["entries"] == done["entries"][1:]
+
+
+async def test_the_task_s_speed_limit_holds_its_worker(api: Api, site: MediaSite) -> None:
+    limit_mbps = 0.25
+    task = await api.submit(site.url("/media/hls/index.m3u8"), max_speed_mbps=limit_mbps)
+
+    done = await api.wait_for(task["task_id"], "completed", within=120)
+
+    events = await api.events(task["task_id"])
+    started = next(e for e in events if e["event"] == "download.started")
+    processing = next(e for e in events if e["event"] == "download.processing")
+    seconds = _seconds_between(started["timestamp"], processing["timestamp"])
+    size = done["result"]["size_mb"] * 2**20
+    # ~0.8 MB at 0.25 MB/s: over 3 s, where the local site alone takes a fraction of one.
+    assert seconds >= 0.9 * size / (limit_mbps * 1e6)
+
+
+def _seconds_between(earlier: str, later: str) -> float:
+    def parse(stamp: str) -> datetime:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+    return (parse(later) - parse(earlier)).total_seconds()
+
+
+async def test_deny_private_networks_covers_the_fragments_of_a_media_task(
+    make_api: MakeApi, site: MediaSite
+) -> None:
+    # Only 127.0.0.1 is allowed; the manifest's fragments live on 127.0.0.2.
+    api = await make_api(deny_private_networks=True, allow_networks=("127.0.0.1/32",))
+    task = await api.submit(site.url("/elsewhere/hls/index.m3u8"))
+
+    failed = await api.wait_for(task["task_id"], "failed", within=120)
+
+    assert failed["error"]["type"] == "invalid_url"
+    assert "127.0.0.2" in failed["error"]["message"]
+    assert site.hits_on("127.0.0.2") == []
