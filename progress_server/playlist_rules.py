@@ -10,8 +10,10 @@ import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
-from progress_server.models import EventName, Progress, TaskState
+from progress_server.media.results import PlaylistEntry
+from progress_server.models import MEDIA_SOURCE, EventName, Progress, Task, TaskState
 from progress_server.transitions import NEXT_STATES
 
 _RUNNING = frozenset({TaskState.PENDING, TaskState.DOWNLOADING})
@@ -33,6 +35,29 @@ def entry_task_id(parent_id: str, index: int) -> str:
     """An entry's task id, derived from its parent and place: a run that creates the entries
     again after a crash finds the ones that were already stored instead of doubling them."""
     return str(uuid.uuid5(uuid.UUID(parent_id), f"playlist-entry-{index}"))
+
+
+def new_entry(parent: Task, entry: PlaylistEntry, task_id: str, now: float) -> Task:
+    """An entry's task: a media task of the parent's owner with the parent's options, its
+    own page when the site gives one, else item `playlist_index` of the parent's URL."""
+    options = {k: v for k, v in parent.options.items() if k != "playlist"}
+    url = entry.url if entry.url and urlsplit(entry.url).scheme in ("http", "https") else None
+    if url is not None:
+        # Its own page: fetched as one video, never as a playlist of its own.
+        options["playlist"] = False
+    return Task(
+        task_id=task_id,
+        owner_key_id=parent.owner_key_id,
+        url=url or parent.url,
+        filename=None,
+        state=TaskState.PENDING,
+        created_at=now,
+        updated_at=now,
+        options=options,
+        source=MEDIA_SOURCE,
+        parent_id=parent.task_id,
+        playlist_index=entry.index,
+    )
 
 
 def playlist_state(current: TaskState, entries: Sequence[TaskState]) -> TaskState:

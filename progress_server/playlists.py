@@ -19,7 +19,6 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 from progress_server import filenames
 from progress_server.errors import Conflict
@@ -28,7 +27,6 @@ from progress_server.lifecycle import TaskLifecycle, log_submitted
 from progress_server.media.results import MediaPlaylist, PlaylistEntry
 from progress_server.models import (
     JSON,
-    MEDIA_SOURCE,
     ErrorType,
     Event,
     EventName,
@@ -43,6 +41,7 @@ from progress_server.playlist_rules import (
     EntryFigures,
     combined_progress,
     entry_task_id,
+    new_entry,
     playlist_state,
     steps_to,
 )
@@ -147,25 +146,7 @@ class Playlists:
         self._mark(parent.task_id)
 
     async def _create_entry(self, parent: Task, entry: PlaylistEntry, task_id: str) -> None:
-        options = {k: v for k, v in parent.options.items() if k != "playlist"}
-        url = entry.url if entry.url and urlsplit(entry.url).scheme in ("http", "https") else None
-        if url is not None:
-            # Its own page: fetched as one video, never as a playlist of its own.
-            options["playlist"] = False
-        now = time.time()
-        task = Task(
-            task_id=task_id,
-            owner_key_id=parent.owner_key_id,
-            url=url or parent.url,
-            filename=None,
-            state=TaskState.PENDING,
-            created_at=now,
-            updated_at=now,
-            options=options,
-            source=MEDIA_SOURCE,
-            parent_id=parent.task_id,
-            playlist_index=entry.index,
-        )
+        task = new_entry(parent, entry, task_id, time.time())
 
         async def insert(event: Event) -> None:
             await self._store.insert_task(task, None, event)

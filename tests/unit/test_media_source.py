@@ -76,7 +76,7 @@ def test_format_selectors_are_read_by_yt_dlp_itself() -> None:
     assert source.format_problem("b" * 501) is not None
     assert source.format_problem("b\nb") is not None
     # yt-dlp's parser raises TypeError for this one (found by fuzzing), not SyntaxError.
-    assert source.format_problem("o`$\":+[)#Z/^ ,") is not None
+    assert source.format_problem('o`$":+[)#Z/^ ,') is not None
 
 
 def test_the_joined_patterns_say_what_every_extractor_says() -> None:

@@ -9,11 +9,13 @@ import uuid
 import pytest
 
 from progress_server import transitions
-from progress_server.models import TaskState
+from progress_server.media.results import PlaylistEntry
+from progress_server.models import Task, TaskState
 from progress_server.playlist_rules import (
     EntryFigures,
     combined_progress,
     entry_task_id,
+    new_entry,
     playlist_state,
     steps_to,
 )
@@ -127,3 +129,40 @@ def test_the_percentage_never_goes_back_when_a_size_turns_out_larger() -> None:
 def test_all_entries_past_downloading_is_whole() -> None:
     progress, floor = combined_progress([EntryFigures(C, 5, 5), EntryFigures(R, 7, 7)], 0.3)
     assert progress.percentage == 100.0 and floor == 1.0
+
+
+def _parent() -> Task:
+    return Task(
+        task_id=str(uuid.uuid4()),
+        owner_key_id=7,
+        url="https://videos.example/list",
+        filename="My List",
+        state=D,
+        created_at=0.0,
+        updated_at=0.0,
+        options={"format": "ba/b", "playlist": True, "max_speed_mbps": 2},
+        source="media",
+    )
+
+
+def test_an_entry_with_a_page_of_its_own_is_fetched_as_one_video() -> None:
+    parent = _parent()
+    entry = new_entry(parent, PlaylistEntry(3, "Three", 12.0, "https://videos.example/v/3"), "e", 1)
+
+    assert (entry.url, entry.parent_id, entry.playlist_index) == (
+        "https://videos.example/v/3",
+        parent.task_id,
+        3,
+    )
+    assert entry.options == {"format": "ba/b", "max_speed_mbps": 2, "playlist": False}
+    assert (entry.owner_key_id, entry.source, entry.state) == (7, "media", P)
+    assert entry.filename is None and entry.entries is None
+
+
+@pytest.mark.parametrize("url", [None, "ftp://videos.example/v/3", "javascript:alert(1)"])
+def test_an_entry_without_a_page_is_its_item_of_the_list(url: str | None) -> None:
+    parent = _parent()
+    entry = new_entry(parent, PlaylistEntry(2, None, None, url), "e", 1)
+
+    assert entry.url == parent.url and entry.playlist_index == 2
+    assert entry.options == {"format": "ba/b", "max_speed_mbps": 2}
