@@ -215,6 +215,7 @@
     row.name = produced || record.filename || nameFromUrl(record.url);
     row.host = hostOf(record.url);
     if (record.error) row.error = record.error;
+    row.el.toggleAttribute("data-playlist", Array.isArray(record.entries));
     if (withState) {
       row.state = record.state;
       if (record.progress) row.progress = record.progress;

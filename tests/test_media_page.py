@@ -14,7 +14,7 @@ from progress_server.media.job import QUALITY_FORMATS
 from tests.apiclient import Api
 from tests.media import codecs, duration
 from tests.media_site import HLS_SECONDS, MediaSite
-from tests.pagekit import WAIT_MS, chromium, log_in
+from tests.pagekit import WAIT_MS, chromium, log_in, row
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -97,3 +97,24 @@ async def test_without_javascript_the_form_posts_the_quality_too(
     await page.reload()
     await expect(page.locator("tbody.task").first).to_have_attribute("data-state", "completed")
     await context.close()
+
+
+async def test_a_playlist_row_offers_no_file_and_its_entries_do(
+    api: Api, browser: Browser, site: MediaSite
+) -> None:
+    page = await browser.new_page()
+    await log_in(page, base_url(api), api.key)
+    parent = await api.submit(site.url("/page/two.html"), source="media")
+    done = await api.wait_for(parent["task_id"], "completed", within=180)
+
+    for reload in (False, True):  # live from the socket, then as the server renders it
+        if reload:
+            await page.reload()
+        parent_row = page.locator(row(page, parent["task_id"]))
+        await expect(parent_row).to_have_attribute("data-state", "completed", timeout=WAIT_MS)
+        await expect(parent_row.locator(".act-file")).to_be_hidden()
+        await expect(parent_row.locator('[data-field="name"]')).to_have_text("Two Clips")
+        for entry_id in done["entries"]:
+            entry_row = page.locator(row(page, entry_id))
+            await expect(entry_row).to_have_attribute("data-state", "completed")
+            await expect(entry_row.locator(".act-file")).to_be_visible()
