@@ -6,6 +6,8 @@ The local video site (tests/media_site.py) serves the pages; the worker processe
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import sys
 from collections.abc import Iterator
@@ -13,12 +15,15 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from progress_server.cli import main
+from progress_server.client import ProgressClient
 from progress_server.media import source
 from progress_server.models import TASK_RECORD_MEDIA_KEYS
 from tests.apiclient import Api, assert_error, eventually
 from tests.conftest import MakeApi
-from tests.media_site import MediaSite, descendants
+from tests.media_site import MP4_SECONDS, MediaSite, descendants
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -238,3 +243,39 @@ async def test_deny_private_networks_covers_the_fragments_of_a_media_task(
     assert failed["error"]["type"] == "invalid_url"
     assert "127.0.0.2" in failed["error"]["message"]
     assert site.hits_on("127.0.0.2") == []
+
+
+async def test_the_command_line_and_the_client_pass_the_media_fields(
+    make_api: MakeApi, site: MediaSite
+) -> None:
+    api = await make_api()
+    env = {
+        "PROGRESS_SERVER_URL": str(api.client.make_url("")).rstrip("/"),
+        "PROGRESS_SERVER_API_KEY": api.key,
+    }
+    # The CLI runs its own event loop: in a thread, beside the site's.
+    added = await asyncio.to_thread(
+        CliRunner().invoke,
+        main,
+        ["add", site.url("/page/two.html"), "--source", "media", "--format", "ba/b",
+         "--no-playlist", "--wait", "--json"],
+        env=env,
+    )  # fmt: skip
+    assert added.exit_code == 0, added.output
+    [record] = json.loads(added.stdout)
+    assert record["state"] == "completed" and record["source"] == "media"
+    assert record["options"] == {"format": "ba/b", "playlist": False}
+    # Only the page's first video, not a playlist of both.
+    assert "entries" not in record and record["result"]["duration_seconds"] == MP4_SECONDS
+
+    refused = await asyncio.to_thread(
+        CliRunner().invoke, main, ["add", site.url("/x.m3u8"), "--format", "bv*+"], env=env
+    )
+    assert refused.exit_code != 0
+    assert "not a yt-dlp format selector" in refused.output
+
+    async with ProgressClient(env["PROGRESS_SERVER_URL"], api.key) as client:
+        task = await client.create(site.url("/media/clip.mp4"), source="http")
+        assert "source" not in task
+        task = await client.create(site.url("/media/hls/index.m3u8"), format="ba/b")
+        assert task["source"] == "media" and task["options"] == {"format": "ba/b"}
