@@ -177,6 +177,7 @@ def schemas() -> JSON:
                     },
                     "`download.progress` of a fragmented (HLS/DASH) media stream.",
                 ),
+                **_media_event_properties(),
             },
         },
         "EventList": {
@@ -230,5 +231,20 @@ def _media_task_properties() -> JSON:
             "a playlist's entries, in playlist order. The parent's progress combines "
             "theirs; it completes when every entry completed and fails when one failed for "
             "good; cancelling it cancels the unfinished ones. It has no file of its own.",
+        ),
+    }
+
+
+def _media_event_properties() -> JSON:
+    return {
+        "entries": extra(
+            {"type": "array", "items": {"type": "string", "format": "uuid"}},
+            "`download.started` of a playlist's parent once its entries exist.",
+        ),
+        "parent_id": extra(
+            {"type": "string", "format": "uuid"}, "`download.queued` of a playlist entry."
+        ),
+        "playlist_index": extra(
+            {"type": "integer", "minimum": 1}, "`download.queued` of a playlist entry."
         ),
     }
