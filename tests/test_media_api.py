@@ -279,3 +279,31 @@ async def test_the_command_line_and_the_client_pass_the_media_fields(
         assert "source" not in task
         task = await client.create(site.url("/media/hls/index.m3u8"), format="ba/b")
         assert task["source"] == "media" and task["options"] == {"format": "ba/b"}
+
+
+async def test_a_playlist_s_progress_combines_its_entries_and_never_goes_back(
+    api: Api, site: MediaSite
+) -> None:
+    parent = await api.submit(site.url("/page/two.html", rate=150_000), source="media")
+    shown: list[float] = []
+    polled: JSON = {}
+
+    async def finished() -> bool:
+        nonlocal polled
+        polled = await api.progress(parent["task_id"])
+        percentage = polled["progress"]["percentage"]
+        if percentage is not None and polled["state"] == "downloading":
+            shown.append(percentage)
+        return polled["state"] == "completed"
+
+    await eventually(finished, 180, lambda: f"not completed: {polled}")
+
+    moving = [p for p in shown if 0 < p < 100]
+    assert len(set(moving)) >= 3, shown
+    assert shown == sorted(shown), shown
+    done = await api.task(parent["task_id"])
+    entries = [await api.task(e) for e in done["entries"]]
+    assert done["progress"]["percentage"] == 100.0
+    assert done["progress"]["downloaded_bytes"] == sum(
+        e["progress"]["downloaded_bytes"] for e in entries
+    )
