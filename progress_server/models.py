@@ -45,6 +45,8 @@ class ErrorType(enum.StrEnum):
     SIZE_LIMIT = "size_limit"
     INVALID_URL = "invalid_url"
     PROCESSING_ERROR = "processing_error"
+    # A media source (yt-dlp) found nothing to download: an unsupported URL, no media.
+    EXTRACT_ERROR = "extract_error"
     CANCELLED = "cancelled"
     INTERNAL_ERROR = "internal_error"
 
@@ -135,6 +137,13 @@ TASK_RECORD_KEYS = (
     "updated_at",
 )
 TASK_RECORD_OPTIONAL_KEYS = ("sha256", "options")
+# *extra* keys of media tasks only (CONTRACT.md, "Media sources"): `source` when yt-dlp
+# fetches it; a playlist's parent lists its `entries`, each entry names its `parent_id`.
+TASK_RECORD_MEDIA_KEYS = ("source", "parent_id", "playlist_index", "entries")
+
+# How a task's URL is fetched: as a file, or through yt-dlp.
+HTTP_SOURCE = "http"
+MEDIA_SOURCE = "media"
 
 
 @dataclass
@@ -158,6 +167,20 @@ class Task:
     attempts: int = 0
     # Submission order; the scheduler starts pending tasks in this order.
     order: int = 0
+    source: str = HTTP_SOURCE
+    # A playlist entry: its parent task and its 1-based place in the playlist.
+    parent_id: str | None = None
+    playlist_index: int | None = None
+    # A playlist's parent: its entries' task ids in playlist order (None: not a playlist).
+    entries: list[str] | None = None
+
+    @property
+    def is_media(self) -> bool:
+        return self.source == MEDIA_SOURCE
+
+    @property
+    def is_playlist(self) -> bool:
+        return self.entries is not None
 
     def to_wire(self, progress: Progress | None = None) -> JSON:
         shown = progress or Progress(self.downloaded_bytes, self.total_bytes)
@@ -176,6 +199,13 @@ class Task:
             record["sha256"] = self.sha256
         if self.options:
             record["options"] = self.options
+        if self.is_media:
+            record["source"] = self.source
+        if self.parent_id is not None:
+            record["parent_id"] = self.parent_id
+            record["playlist_index"] = self.playlist_index
+        if self.entries is not None:
+            record["entries"] = list(self.entries)
         return record
 
 
