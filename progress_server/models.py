@@ -47,6 +47,8 @@ class ErrorType(enum.StrEnum):
     SIZE_LIMIT = "size_limit"
     INVALID_URL = "invalid_url"
     PROCESSING_ERROR = "processing_error"
+    # A media source (yt-dlp) found nothing to download: an unsupported URL, no media.
+    EXTRACT_ERROR = "extract_error"
     CANCELLED = "cancelled"
     INTERNAL_ERROR = "internal_error"
 
@@ -151,6 +153,13 @@ TASK_RECORD_KEYS = (
     "updated_at",
 )
 TASK_RECORD_OPTIONAL_KEYS = ("sha256", "options")
+# *extra* keys of media tasks only (CONTRACT.md, "Media sources"): `source` when yt-dlp
+# fetches it; a playlist's parent lists its `entries`, each entry names its `parent_id`.
+TASK_RECORD_MEDIA_KEYS = ("source", "parent_id", "playlist_index", "entries")
+
+# How a task's URL is fetched: as a file, or through yt-dlp.
+HTTP_SOURCE = "http"
+MEDIA_SOURCE = "media"
 
 
 @dataclass
@@ -177,6 +186,20 @@ class Task:
     # The SHA-256 of the request that made it, in canonical form (NewTask.fingerprint),
     # kept so a repeated Idempotency-Key can tell the same request from another one.
     request_hash: str | None = None
+    source: str = HTTP_SOURCE
+    # A playlist entry: its parent task and its 1-based place in the playlist.
+    parent_id: str | None = None
+    playlist_index: int | None = None
+    # A playlist's parent: its entries' task ids in playlist order (None: not a playlist).
+    entries: list[str] | None = None
+
+    @property
+    def is_media(self) -> bool:
+        return self.source == MEDIA_SOURCE
+
+    @property
+    def is_playlist(self) -> bool:
+        return self.entries is not None
 
     @property
     def best_filename(self) -> str | None:
@@ -201,6 +224,13 @@ class Task:
             record["sha256"] = self.sha256
         if self.options:
             record["options"] = self.options
+        if self.is_media:
+            record["source"] = self.source
+        if self.parent_id is not None:
+            record["parent_id"] = self.parent_id
+            record["playlist_index"] = self.playlist_index
+        if self.entries is not None:
+            record["entries"] = list(self.entries)
         return record
 
 

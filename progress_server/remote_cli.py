@@ -152,6 +152,14 @@ async def resolve_ids(client: ProgressClient, given: tuple[str, ...]) -> list[st
     help="Limit each task's speed, in megabytes (10^6 bytes) per second, e.g. 2.5.",
 )
 @click.option("--wait", is_flag=True, help="Show live progress bars until finished.")
+@click.option(
+    "--source",
+    type=click.Choice(["auto", "http", "media"]),
+    help="auto (default): media for video sites and .m3u8/.mpd, else a file; http: a file;"
+    " media: through yt-dlp (needs the [media] extra).",
+)
+@click.option("--format", "media_format", help="yt-dlp format selector, e.g. 'ba/b' for audio.")
+@click.option("--no-playlist", is_flag=True, help="Only the item a playlist URL points at.")
 @json_option
 @remote_options
 def add(
@@ -162,6 +170,9 @@ def add(
     preset: str | None,
     max_speed: float | None,
     wait: bool,
+    source: str | None,
+    media_format: str | None,
+    no_playlist: bool,
     as_json: bool,
     server: str,
     api_key: str | None,
@@ -177,7 +188,14 @@ def add(
     async def work(client: ProgressClient) -> tuple[list[TaskRecord], list[str]]:
         async def create(url: str) -> TaskRecord:
             return await client.create(
-                url, filename=filename, sha256=sha256, preset=preset, max_speed_mbps=max_speed
+                url,
+                filename=filename,
+                sha256=sha256,
+                preset=preset,
+                source=source,
+                format=media_format,
+                playlist=False if no_playlist else None,
+                max_speed_mbps=max_speed,
             )
 
         # A refused URL does not stop the others; it is reported, and the exit is non-zero.

@@ -22,11 +22,16 @@ async def page() -> AsyncIterator[Page]:
         await context.close()
 
 
-async def test_a_retried_attempt_reads_retrying_then_failed(make_api: MakeApi, page: Page) -> None:
+# A file, and a manifest (auto: a media task, whose attempts are runs of the yt-dlp worker).
+@pytest.mark.parametrize("path", ["closed.bin", "closed.m3u8"], ids=["file", "media"])
+async def test_a_retried_attempt_reads_retrying_then_failed(
+    make_api: MakeApi, page: Page, path: str
+) -> None:
     api = await make_api(max_retries=2, retry_base_delay=1.5, retry_max_delay=1.5)
     await log_in(page, str(api.client.make_url("/")), api.key)
     await expect(page.locator("#live")).to_have_attribute("data-mode", "live", timeout=WAIT_MS)
-    task = await api.submit(f"http://127.0.0.1:{free_port()}/closed.bin")
+    task = await api.submit(f"http://127.0.0.1:{free_port()}/{path}")
+    assert task.get("source", "http") == ("media" if path.endswith(".m3u8") else "http")
     selector = row(page, task["task_id"])
 
     state = page.locator(f"{selector} [data-field=state]")

@@ -1,16 +1,18 @@
 """Every README code block runs as written against a live server: each fenced `python` block
-as a script, each `bash` block that talks to the server (curl) in bash, and the
-`javascript` block in Chromium (#11).
+as a script, the `bash` blocks that talk to the server (curl) in one bash session, in order,
+and the `javascript` block in Chromium (#11).
 
-The blocks read PROGRESS_SERVER_URL, PROGRESS_SERVER_API_KEY and DOWNLOAD_URL from the
-environment where they say so; here those point at a test server and a local origin
-instead of http://127.0.0.1:8000 and example.com. Nothing else is substituted.
+The blocks read PROGRESS_SERVER_URL, PROGRESS_SERVER_API_KEY, DOWNLOAD_URL and MEDIA_URL
+from the environment where they say so; here those point at a test server, a local origin
+and a local video site (tests/media_site.py) instead of http://127.0.0.1:8000, example.com
+and YouTube. Nothing else is substituted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import re
 import sys
@@ -21,6 +23,7 @@ import aiohttp
 import pytest
 from playwright.async_api import ConsoleMessage, Dialog
 
+from tests.media_site import HLS_SECONDS, MediaSite
 from tests.origins import Origin, payload_sha256
 from tests.pagekit import chromium
 from tests.serverproc import REPO_ROOT, ServerProcess, create_key
@@ -92,32 +95,52 @@ async def test_python_block_runs_as_written(
 
 
 async def test_bash_blocks_that_talk_to_the_server_run_as_written(
-    server: ServerProcess, data_dir: Path, origin: Origin, tmp_path: Path
+    server: ServerProcess, data_dir: Path, origin: Origin, site: MediaSite, tmp_path: Path
 ) -> None:
     size = 200_000
     env = reader_env(server, data_dir, origin.url("/file/video.mp4", size=size))
+    # The media block's default is a real video site; here the local one's stream with
+    # separate video and audio, so its format selector has both to pick and merge.
+    env["MEDIA_URL"] = site.url("/media/split/master.m3u8")
     # The blocks run from the checkout's root (`.venv/bin/progress-server`); a link makes
     # this folder look like it, so the downloaded file lands here.
     (tmp_path / ".venv").symlink_to(REPO_ROOT / ".venv")
-    stderr = ""
-    for block in (b for b in blocks("bash") if talks_to_the_server(b)):
-        # Async: the origin serves from this test's own event loop meanwhile.
-        proc = await asyncio.create_subprocess_exec(
-            "bash",
-            "-c",
-            block,
-            env=env,
-            cwd=tmp_path,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _, err = await asyncio.wait_for(proc.communicate(), 90)
-        stderr = err.decode()
-        assert proc.returncode == 0, stderr
-    assert '"state": "completed"' in stderr
+    # One shell, the blocks in their order, as a reader types them into one terminal: the
+    # media block uses the quick start's KEY and SERVER. -e: any command that fails fails.
+    script = "\n".join(b for b in blocks("bash") if talks_to_the_server(b))
+    # Async: the origins serve from this test's own event loop meanwhile.
+    proc = await asyncio.create_subprocess_exec(
+        "bash",
+        "-e",
+        "-c",
+        script,
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 90)
+    assert proc.returncode == 0, err.decode()
+    assert '"state": "completed"' in err.decode()
     saved = tmp_path / "video.mp4"
     assert saved.exists(), sorted(p.name for p in tmp_path.iterdir())
     assert hashlib.sha256(saved.read_bytes()).hexdigest() == payload_sha256(size)
+
+    # The media block's answer (the only thing the blocks print on stdout): a media task,
+    # which goes on to fetch and merge the stream's video and audio.
+    created = json.loads(out.decode().strip().splitlines()[-1])
+    assert created["source"] == "media" and created["options"]["format"], created
+    checker = {"Authorization": f"Bearer {create_key(data_dir, 'checker', admin=True)}"}
+    url = f"{server.base_url}/api/downloads/{created['task_id']}"
+    async with aiohttp.ClientSession(headers=checker) as http:
+        for _ in range(600):
+            async with http.get(url) as resp:
+                record = await resp.json()
+            if record["state"] in ("completed", "failed", "cancelled"):
+                break
+            await asyncio.sleep(0.1)
+    assert record["state"] == "completed", record
+    assert record["result"]["duration_seconds"] == HLS_SECONDS
 
 
 async def test_javascript_block_runs_in_chromium(

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import websockets.asyncio.client
 
 from progress_server.client import ProgressClient
@@ -33,11 +34,16 @@ def assert_retrying(event: dict[str, Any], attempt: int) -> None:
     assert isinstance(event["retry_in_seconds"], int | float) and event["retry_in_seconds"] >= 0
 
 
+# A file, and a manifest (auto: a media task, whose attempts are runs of the yt-dlp worker).
+CLOSED = pytest.mark.parametrize("path", ["closed.bin", "closed.m3u8"], ids=["file", "media"])
+
+
+@CLOSED
 async def test_a_closed_port_gives_retrying_events_and_one_final_error(
-    make_api: MakeApi,
+    make_api: MakeApi, path: str
 ) -> None:
     api = await make_api(max_retries=3, **FAST_RETRIES)
-    url = f"http://127.0.0.1:{free_port()}/closed.bin"
+    url = f"http://127.0.0.1:{free_port()}/{path}"
     # The guide's client: a plain WebSocket that takes download.error as the end.
     async with websockets.asyncio.client.connect(ws_url(api), additional_headers=api.auth()) as ws:
         await ws.send(json.dumps({"action": "subscribe", "task_id": "*"}))
@@ -50,6 +56,9 @@ async def test_a_closed_port_gives_retrying_events_and_one_final_error(
             seen.append(frame)
             if frame["event"] == "download.error":
                 break
+    assert (await api.task(task["task_id"])).get("source", "http") == (
+        "media" if path.endswith(".m3u8") else "http"
+    )
     final = seen[-1]
     assert final["state"] == "failed"
     assert final["error"]["type"] == "network_error"

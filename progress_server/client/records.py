@@ -49,6 +49,11 @@ class TaskRecord(TypedDict):
     updated_at: str
     sha256: NotRequired[str]
     options: NotRequired[dict[str, Any]]
+    # Media tasks only (#13): "media"; a playlist entry's parent and place; a parent's entries.
+    source: NotRequired[str]
+    parent_id: NotRequired[str]
+    playlist_index: NotRequired[int]
+    entries: NotRequired[list[str]]
 
 
 class Event(TypedDict, total=False):
@@ -75,3 +80,5 @@ class Event(TypedDict, total=False):
     tasks: list[dict[str, Any]]
     attempt: int
     retry_in_seconds: float
+    fragments: dict[str, Any]
+    entries: list[str]

@@ -18,6 +18,7 @@ from progress_server.errors import (
     Conflict,
     DomainError,
     IdempotencyConflict,
+    Invalid,
     NotFound,
     ShuttingDown,
 )
@@ -71,6 +72,8 @@ def from_domain(error: DomainError) -> ApiError:
         return ApiError(409, error.message)
     if isinstance(error, NotFound):
         return ApiError(404, error.message)
+    if isinstance(error, Invalid):
+        return ApiError(422, error.message)
     return ApiError(400, error.message)
 
 
