@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import hashlib
-import json
 import logging
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
 
 from progress_server import transitions
 from progress_server.downloader import Downloader
@@ -27,7 +23,6 @@ from progress_server.events import EventBus
 from progress_server.lifecycle import TaskLifecycle, log_deleted, log_submitted
 from progress_server.media import source as media_source
 from progress_server.models import (
-    JSON,
     ErrorType,
     Event,
     EventName,
@@ -36,6 +31,7 @@ from progress_server.models import (
     TaskState,
     error_body,
 )
+from progress_server.new_task import NewTask
 from progress_server.playlists import Playlists
 from progress_server.processing import Pipeline
 from progress_server.queries import TaskQueries
@@ -48,28 +44,6 @@ log = logging.getLogger("progress_server.tasks")
 IDEMPOTENCY_WINDOW = 24 * 3600
 # How a refusal names what was asked for.
 _VERBS = {TaskState.CANCELLED: "cancelled", TaskState.PAUSED: "paused"}
-
-
-@dataclass
-class NewTask:
-    url: str
-    filename: str | None = None
-    sha256: str | None = None
-    options: JSON | None = None
-    idempotency_key: str | None = None
-    # "auto", "http" or "media" as asked; submit() resolves "auto" (media/source.py).
-    source: str = "auto"
-
-    def fingerprint(self) -> str:
-        """The SHA-256 of what this request asks for, in canonical form: the same request
-        written with other key order, spacing, checksum case or explicit nulls hashes alike.
-        Every field counts but the Idempotency-Key itself."""
-        asked = dataclasses.asdict(self)
-        del asked["idempotency_key"]
-        asked["sha256"] = self.sha256.lower() if self.sha256 else None
-        asked["options"] = self.options or {}
-        text = json.dumps(asked, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(text.encode()).hexdigest()
 
 
 class Scheduler:
