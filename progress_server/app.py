@@ -157,7 +157,9 @@ async def open_resources(app: web.Application, stack: AsyncExitStack) -> None:
     await bus.start()
     hub = app[WS_HUB] = Hub(bus, settings.ws_queue_limit)
     stack.push_async_callback(hub.stop)
-    app[KEYRING] = await stack.enter_async_context(started(KeyRing(store)))
+    keyring = app[KEYRING] = await stack.enter_async_context(started(KeyRing(store)))
+    # A revoked key's open sockets close at once, wherever the revocation came from.
+    hub.watch_keys(keyring)
     sessions = app[SESSIONS] = SessionStore(store)
     await sessions.load()
     session = await stack.enter_async_context(opened_client_session(settings))
