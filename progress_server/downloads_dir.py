@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import shutil
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -26,6 +27,9 @@ _SCRATCH_GLOB = ".{task_id}.transcode.*"
 # Beside a split download's `.part`: the offsets each of its segments reached.
 _JOURNAL_SUFFIX = ".segments"
 _MAX_NAME_BYTES = 255
+# A media task's yt-dlp folder (its .part, .ytdl and fragment files): named after the task,
+# so a resumed or restarted run finds what the last one left and continues from it.
+_MEDIA_WORK = ".{task_id}.media"
 
 
 def part_path(root: Path, filename: str) -> Path:
@@ -88,7 +92,25 @@ class DownloadsDir:
     def journal_path(self, filename: str) -> Path:
         return journal_path(self.root, filename)
 
+    def media_work_dir(self, task_id: str) -> Path:
+        """Where a media task's worker downloads until its file is complete."""
+        return self.root / _MEDIA_WORK.format(task_id=task_id)
+
+    def part_size(self, task: Task) -> int:
+        """Bytes in the task's `.part` file: after a crash, the truth about how far it got.
+        A media task's count is yt-dlp's, kept while its work folder is there."""
+        if task.is_media:
+            return task.downloaded_bytes if self.has_part(task) else 0
+        if task.filename is None:
+            return 0
+        try:
+            return self.part_path(task.filename).stat().st_size
+        except FileNotFoundError:
+            return 0
+
     def has_part(self, task: Task) -> bool:
+        if task.is_media:
+            return self.media_work_dir(task.task_id).is_dir()
         return task.filename is not None and self.part_path(task.filename).exists()
 
     def finished_file(self, task: Task) -> Path | None:
@@ -170,6 +192,11 @@ class DownloadsDir:
         # In a thread: unlinking a multi-gigabyte file can hold the loop for a while.
         await asyncio.to_thread(_unlink_all, paths)
         await self.remove_scratch(task.task_id)
+        await self.remove_media_work(task.task_id)
+
+    async def remove_media_work(self, task_id: str) -> None:
+        """Remove a media task's work folder (once its file is placed, or with the task)."""
+        await asyncio.to_thread(shutil.rmtree, self.media_work_dir(task_id), True)
 
     async def remove_scratch(self, task_id: str) -> None:
         """Remove what a stopped or crashed transcode of this task left behind."""

@@ -108,9 +108,9 @@ class Metrics:
             held = self.bus.snapshots.get(event.task_id)
             kept = held.progress.downloaded_bytes if held is not None else 0
             self._last_bytes[event.task_id] = 0 if event.body.get("restarted_from_zero") else kept
-        elif event.name is EventName.ERROR:
+        elif event.name in (EventName.RETRYING, EventName.ERROR):
             error_type = str(event.body.get("error", {}).get("type", "unknown"))
-            if event.body.get("retryable") and event.state is not TaskState.FAILED:
+            if event.name is EventName.RETRYING:
                 self.retries[error_type] += 1
             else:
                 self.failures[error_type] += 1

@@ -22,6 +22,7 @@ from progress_server.downloads_dir import DownloadsDir
 from progress_server.engine import Downloader, DownloadError
 from progress_server.events import EventBus
 from progress_server.lifecycle import TaskLifecycle
+from progress_server.media.download_phase import MediaDownloadPhase
 from progress_server.models import (
     JSON,
     ErrorType,
@@ -32,6 +33,7 @@ from progress_server.models import (
     completed_body,
     error_body,
 )
+from progress_server.playlists import Playlists
 from progress_server.processing import Pipeline, ProcessingContext, ProcessingError
 from progress_server.settings import Settings
 from progress_server.store import SnapshotRow, TaskChange
@@ -57,6 +59,7 @@ class RunContext:
     downloader: Downloader
     pipeline: Pipeline
     downloads: DownloadsDir
+    playlists: Playlists
 
 
 class TaskRun:
@@ -82,6 +85,10 @@ class TaskRun:
         self._facts: asyncio.Future[None] | None = None
         self._last_processing_report = float("-inf")
         self._last_processing: JSON | None = None
+        # *extra* fields of this run's progress events (a media task's `fragments`).
+        self.progress_extra: JSON = {}
+        # A media worker's merge took the task to processing before its file was placed.
+        self.processing_started = False
 
     def start(self, finished: Callable[[TaskRun], None]) -> None:
         """Run in the background; `finished` is told when the run is over, however it ended
@@ -111,8 +118,13 @@ class TaskRun:
     async def run(self) -> None:
         task = self.task
         try:
-            path, digest = await self._download_phase()
-            await self._processing_phase(path, digest)
+            if task.is_media:
+                downloaded = await MediaDownloadPhase(self).run()
+                if downloaded is None:
+                    return  # a playlist: its entries run as tasks of their own
+            else:
+                downloaded = await self._download_phase()
+            await self._processing_phase(*downloaded)
         except asyncio.CancelledError:
             if self.stop_reason is None:
                 raise
@@ -157,13 +169,14 @@ class TaskRun:
     async def _processing_phase(self, path: Path, digest: str | None) -> None:
         task = self.task
         size = path.stat().st_size
-        await self.ctx.lifecycle.transition(
-            task,
-            EventName.PROCESSING,
-            TaskState.PROCESSING,
-            progress=Progress(size, size),
-            change=TaskChange(downloaded_bytes=size, total_bytes=size),
-        )
+        if not self.processing_started:
+            await self.ctx.lifecycle.transition(
+                task,
+                EventName.PROCESSING,
+                TaskState.PROCESSING,
+                progress=Progress(size, size),
+                change=TaskChange(downloaded_bytes=size, total_bytes=size),
+            )
         # Only now: a slot freed earlier would let the next task show `downloading` while
         # this one still does, more at once than --max-concurrent says.
         self._free_slot(self)
@@ -268,13 +281,14 @@ class TaskRun:
 
     async def attempt_failed(self, error: DownloadError, attempt: int, delay: float) -> None:
         self.transferring = False
-        body = error_body(error.error_type, error.message)
+        extra = {} if error.status is None else {"status": error.status}
+        body = error_body(error.error_type, error.message, **extra)
         body["retryable"] = True
         body["attempt"] = attempt
         body["retry_in_seconds"] = round(delay, 2)
         await self.ctx.lifecycle.transition(
             self.task,
-            EventName.ERROR,
+            EventName.RETRYING,
             TaskState.DOWNLOADING,
             body,
             change=TaskChange(attempts=self.task.attempts + 1),
@@ -317,7 +331,7 @@ class TaskRun:
                 wire = progress.to_wire()
             self.tracker.mark_emitted()
         self._last_progress = wire
-        body: JSON = {"progress": wire}
+        body: JSON = {"progress": wire, **self.progress_extra}
         view = self.transfer_view()
         if "segments" in view:
             # Only a split download's events carry the *extra* figures: the guide's event

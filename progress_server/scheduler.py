@@ -14,14 +14,14 @@ import logging
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
 
 from progress_server import transitions
 from progress_server.downloads_dir import DownloadsDir
 from progress_server.engine import Downloader
-from progress_server.errors import Conflict, ShuttingDown
+from progress_server.errors import Conflict, IdempotencyConflict, ShuttingDown
 from progress_server.events import EventBus
 from progress_server.lifecycle import TaskLifecycle, log_deleted, log_submitted
+from progress_server.media import source as media_source
 from progress_server.models import (
     JSON,
     ErrorType,
@@ -32,6 +32,8 @@ from progress_server.models import (
     TaskState,
     error_body,
 )
+from progress_server.new_task import NewTask
+from progress_server.playlists import Playlists
 from progress_server.processing import Pipeline
 from progress_server.queries import TaskQueries
 from progress_server.runner import RunContext, StopReason, TaskRun
@@ -43,15 +45,6 @@ log = logging.getLogger("progress_server.tasks")
 IDEMPOTENCY_WINDOW = 24 * 3600
 # How a refusal names what was asked for.
 _VERBS = {TaskState.CANCELLED: "cancelled", TaskState.PAUSED: "paused"}
-
-
-@dataclass
-class NewTask:
-    url: str
-    filename: str | None = None
-    sha256: str | None = None
-    options: JSON | None = None
-    idempotency_key: str | None = None
 
 
 class Scheduler:
@@ -70,8 +63,9 @@ class Scheduler:
         self.downloads = DownloadsDir(settings.downloads_dir, store)
         self.lifecycle = TaskLifecycle(store, bus)
         self.queries = TaskQueries(store, bus, self.downloads, self._transfer_view)
+        self.playlists = Playlists(store, bus, self.lifecycle, settings.progress_interval, self)
         self._run_context = RunContext(
-            settings, self.lifecycle, bus, downloader, pipeline, self.downloads
+            settings, self.lifecycle, bus, downloader, pipeline, self.downloads, self.playlists
         )
         self.accepting = False
         self._running: dict[str, TaskRun] = {}
@@ -89,21 +83,22 @@ class Scheduler:
         while batch := await self._store.list_tasks(None, limit=1000, after_order=after):
             for task in batch:
                 self._bus.snapshots.load(task)
-                if task.state.is_active:
+                self.playlists.load(task)
+                # A playlist's parent has no run of its own: it follows its entries.
+                if task.state.is_active and not task.is_playlist:
                     await self._recover(task)
             after = batch[-1].order
         self._background = [
             asyncio.create_task(self._tick_progress(), name="progress-ticker"),
             asyncio.create_task(self._flush_snapshots(), name="snapshot-flusher"),
         ]
+        await self.playlists.start()
         self.accepting = True
         self._pump()
 
     async def _recover(self, task: Task) -> None:
         if self.downloads.has_part(task):
-            # The .part file (and a split one's journal) is the truth after a crash; the
-            # stored count may lag behind it.
-            task.downloaded_bytes = await self._downloader.kept_bytes(task)
+            task.downloaded_bytes = await self._kept_bytes(task)
         if task.state is TaskState.PROCESSING:
             log.debug("task %s: processing again after restart", task.task_id)
         elif task.state is TaskState.DOWNLOADING:
@@ -120,6 +115,7 @@ class Scheduler:
     async def stop(self) -> None:
         """Stop all work, keeping every task's state for the next start."""
         self.accepting = False
+        await self.playlists.stop()
         for job in self._background:
             job.cancel()
         for job in self._background:
@@ -148,6 +144,10 @@ class Scheduler:
             sha256=new.sha256.lower() if new.sha256 else None,
             requested_filename=new.filename,
             options=new.options or {},
+            request_hash=new.fingerprint(),
+        )
+        task.source = await media_source.choose_source(
+            new.source, new.url, task.options.get("format")
         )
 
         async def insert(event: Event) -> None:
@@ -164,8 +164,7 @@ class Scheduler:
                 persist=insert,
             )
 
-        # Only a key needs the lock; submissions without one are stored side by side
-        # (their writes share a group commit).
+        # Only a key needs the lock: others are stored side by side (in one group commit).
         async with self._submit_lock if new.idempotency_key else contextlib.nullcontext():
             # Looked up under the lock that also covers the insert: two requests carrying
             # one key at once must get one task, not a UNIQUE violation.
@@ -174,6 +173,11 @@ class Scheduler:
                     owner_key_id, new.idempotency_key, now - IDEMPOTENCY_WINDOW
                 )
                 if existing is not None:
+                    if existing.request_hash not in (None, task.request_hash):
+                        raise IdempotencyConflict(
+                            "this Idempotency-Key already made a task from a different "
+                            "request; use a new key for a new request"
+                        )
                     return existing, False
                 await self._store.clear_idempotency_key(owner_key_id, new.idempotency_key)
             if new.filename:
@@ -185,9 +189,14 @@ class Scheduler:
         self._pump()
         return task, True
 
+    async def _kept_bytes(self, task: Task) -> int:
+        """What a resume keeps (the stored count may lag behind): yt-dlp's for media."""
+        if task.is_media:
+            return self.downloads.part_size(task)
+        return await self._downloader.kept_bytes(task)
+
     def _transfer_view(self, task_id: str) -> JSON:
-        run = self._running.get(task_id)
-        return run.transfer_view() if run is not None else {}
+        return run.transfer_view() if (run := self._running.get(task_id)) else {}
 
     def _require_accepting(self) -> None:
         if not self.accepting:
@@ -197,6 +206,8 @@ class Scheduler:
 
     async def cancel(self, task: Task) -> Task:
         task = await self._stop_for(task, TaskState.CANCELLED, StopReason.CANCEL)
+        if task.is_playlist:
+            return await self.playlists.cancel(task)
         if task.state is TaskState.CANCELLED:
             return task
         await self.lifecycle.transition(
@@ -211,6 +222,8 @@ class Scheduler:
 
     async def pause(self, task: Task) -> Task:
         task = await self._stop_for(task, TaskState.PAUSED, StopReason.PAUSE)
+        if task.is_playlist and task.state is not TaskState.PAUSED:
+            return await self.playlists.pause(task)
         if task.state is TaskState.PAUSED:
             return task
         await self.lifecycle.transition(
@@ -234,7 +247,7 @@ class Scheduler:
         if not transitions.may_follow(task.state, target):
             # It moved on (to processing, or an end) while it was being stopped.
             if task.state.is_active:
-                self._enqueue(task)
+                self.enqueue(task)
             raise Conflict(f"the task is already {task.state.value}")
         return task
 
@@ -246,6 +259,8 @@ class Scheduler:
             if task.state.is_active:
                 return task
             raise Conflict(f"a {task.state.value} task cannot be resumed; retry it instead")
+        if task.is_playlist:
+            return await self.playlists.resume(task)
         return await self._requeue(task)
 
     async def retry(self, task: Task) -> Task:
@@ -254,10 +269,12 @@ class Scheduler:
         task = self._current(task)
         if not (task.state.is_final and transitions.may_follow(task.state, TaskState.PENDING)):
             raise Conflict(f"only failed or cancelled tasks can be retried, not {task.state.value}")
+        if task.is_playlist:
+            return await self.playlists.retry(task)
         return await self._requeue(task)
 
     async def _requeue(self, task: Task) -> Task:
-        task.downloaded_bytes = await self._downloader.kept_bytes(task)
+        task.downloaded_bytes = await self._kept_bytes(task)
         await self.lifecycle.transition(
             task,
             EventName.QUEUED,
@@ -267,23 +284,28 @@ class Scheduler:
                 downloaded_bytes=task.downloaded_bytes, error=None, result=None, attempts=0
             ),
         )
-        self._enqueue(task)
+        self.enqueue(task)
         return task
 
     async def delete(self, task: Task, delete_file: bool) -> None:
         task = await self._halt(self._current(task), StopReason.DELETE)
+        if task.is_playlist:
+            await self.playlists.delete(task, delete_file)
+            return
         await self.downloads.delete_files(task, finished_too=delete_file)
         await self._store.delete_task(task.task_id)
         self._bus.snapshots.remove(task.task_id)
         log_deleted(task, delete_file)
+        if task.parent_id is not None:
+            await self.playlists.entry_deleted(task)
 
     def _current(self, task: Task) -> Task:
-        """The scheduler's own copy of a queued or running task (what its run changes),
-        else the one given (read from the store)."""
+        """The scheduler's own copy of a queued or running task (what its run changes), a
+        playlist's own copy of its parent, else the one given (read from the store)."""
         run = self._running.get(task.task_id)
         if run is not None:
             return run.task
-        return self._pending.get(task.task_id, task)
+        return self._pending.get(task.task_id) or self.playlists.owns(task) or task
 
     async def _halt(self, task: Task, reason: StopReason) -> Task:
         """Take a task out of the queue or stop its run; returns it as it is afterwards."""
@@ -296,7 +318,8 @@ class Scheduler:
 
     # -- running -----------------------------------------------------------------------
 
-    def _enqueue(self, task: Task) -> None:
+    def enqueue(self, task: Task) -> None:
+        """Queue a task to run (a new playlist entry, a task taken up again)."""
         self._pending[task.task_id] = task
         self._pump()
 

@@ -52,16 +52,23 @@ class TaskRecord(TypedDict):
     # While downloading: connections open now; a split download's [start, end, done] parts.
     connections: NotRequired[int]
     segments: NotRequired[list[list[int]]]
+    # Media tasks only (#13): "media"; a playlist entry's parent and place; a parent's entries.
+    source: NotRequired[str]
+    parent_id: NotRequired[str]
+    playlist_index: NotRequired[int]
+    entries: NotRequired[list[str]]
 
 
 class Event(TypedDict, total=False):
     """A frame from the WebSocket or a history entry.
 
     `event` names it: `download.queued`, `.started`, `.progress`, `.processing`,
-    `.completed`, `.error`, `.cancelled`, `.paused`, or `subscribed` (the current snapshot
-    of a task, sent when a subscription starts; for `"*"` it carries `tasks`, a snapshot of
-    every unfinished task). Which of the other keys are present depends on the event, as in
-    the guide.
+    `.retrying` (a failed attempt that will be retried: `error`, `attempt`,
+    `retry_in_seconds`), `.completed`, `.error` (sent once, when the task ends `failed`),
+    `.cancelled`, `.paused`, or `subscribed` (the current snapshot of a task, sent when a
+    subscription starts; for a failed task it carries `error`, for a completed one
+    `result`; for `"*"` it carries `tasks`, a snapshot of every unfinished task). Which of
+    the other keys are present depends on the event, as in the guide.
     """
 
     event: str
@@ -76,3 +83,7 @@ class Event(TypedDict, total=False):
     tasks: list[dict[str, Any]]
     connections: int
     segments: list[list[int]]
+    attempt: int
+    retry_in_seconds: float
+    fragments: dict[str, Any]
+    entries: list[str]

@@ -175,18 +175,22 @@ class Connection:
                 try:
                     chunk = await _next_chunk(content, limit)
                 except BaseException:
-                    rest = salvage(content)
-                    if rest:
-                        await self._accept(rest, segment, plan, response_stop)
+                    kept = await self._accept(salvage(content), segment, plan, response_stop)
+                    if kept:
+                        await self._on_bytes(kept)
                     raise
                 if not chunk:
                     return True
                 self.reads += 1
                 if len(chunk) >= FULL_READ_BYTES:
                     self.full_reads += 1
-                await self._accept(chunk, segment, plan, response_stop)
+                accepted = await self._accept(chunk, segment, plan, response_stop)
                 if limit:
+                    # Paid for before it counts: a reading never runs a slice ahead of the
+                    # limit (the bytes are in the file already, so a stop loses none).
                     await self._throttle.take(len(chunk))
+                if accepted:
+                    await self._on_bytes(accepted)
             return response_stop is not None and segment.pos == response_stop
         finally:
             await self.writer.close()
@@ -200,16 +204,19 @@ class Connection:
 
     async def _accept(
         self, data: bytes, segment: Segment, plan: SegmentPlan, response_stop: int | None
-    ) -> None:
+    ) -> int:
+        """Write what of `data` belongs to this connection's segments; how much that was."""
+        accepted = 0
         while data:
             if segment.end is not None and segment.pos >= segment.end:
                 if not self._room(segment, plan, response_stop):
-                    return  # the rest belongs to a segment another connection fetches
+                    break  # the rest belongs to a segment another connection fetches
                 continue
             room = None if segment.end is None else segment.end - segment.pos
             piece = data if room is None or len(data) <= room else data[:room]
             await self.writer.add(piece)
             segment.pos += len(piece)
             self.received += len(piece)
-            await self._on_bytes(len(piece))
+            accepted += len(piece)
             data = data[len(piece) :]
+        return accepted

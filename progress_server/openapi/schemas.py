@@ -6,6 +6,7 @@ server builds them; `tests/test_openapi.py` checks the properties against those 
 
 from __future__ import annotations
 
+from progress_server.media.job import DEFAULT_FORMAT
 from progress_server.models import (
     PROGRESS_KEYS,
     TASK_RECORD_KEYS,
@@ -74,10 +75,19 @@ def schemas() -> JSON:
         "PollingBatch": extra(
             {
                 "type": "object",
-                "required": ["tasks"],
-                "properties": {"tasks": {"type": "array", "items": ref("Polling")}},
+                "additionalProperties": False,
+                "required": ["tasks", "missing"],
+                "properties": {
+                    "tasks": {"type": "array", "items": ref("Polling")},
+                    "missing": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "uuid"},
+                        "description": "The ids asked for that do not exist or belong to "
+                        "another key (the two are not told apart), in the order asked.",
+                    },
+                },
             },
-            "one polling response per visible task named; unknown ids are left out.",
+            "one polling response per visible task named, and the ids that are not.",
         ),
         "TaskError": {
             "type": "object",
@@ -121,6 +131,7 @@ def schemas() -> JSON:
                     SEGMENTS,
                     "while a split download runs: its parts, for a multi-part bar.",
                 ),
+                **_media_task_properties(),
             },
         },
         "TaskList": {
@@ -174,6 +185,7 @@ def schemas() -> JSON:
                     },
                     "processing steps for this task.",
                 ),
+                **_media_request_properties(),
             },
         },
         "Event": {
@@ -187,7 +199,31 @@ def schemas() -> JSON:
                 "state": extra(ref("TaskState"), "the task's state after the event."),
                 "progress": {"type": "object", "description": "`download.progress`"},
                 "result": {"type": "object", "description": "`download.completed`"},
-                "error": {"type": "object", "description": "`download.error`"},
+                "error": {
+                    "type": "object",
+                    "description": "`download.error` (sent once, when the task ends `failed`) "
+                    "and `download.retrying`",
+                },
+                "attempt": extra(
+                    {"type": "integer", "minimum": 1},
+                    "`download.retrying`: the attempt that failed.",
+                ),
+                "retry_in_seconds": extra(
+                    {"type": "number", "minimum": 0},
+                    "`download.retrying`: when the next attempt starts.",
+                ),
+                "fragments": extra(
+                    {
+                        "type": "object",
+                        "required": ["index", "count"],
+                        "properties": {
+                            "index": {"type": "integer", "minimum": 1},
+                            "count": nullable("integer", minimum=1),
+                        },
+                    },
+                    "`download.progress` of a fragmented (HLS/DASH) media stream.",
+                ),
+                **_media_event_properties(),
                 "connections": extra(
                     {"type": "integer", "minimum": 1},
                     "`download.progress` of a split download: its connections open now.",
@@ -205,4 +241,61 @@ def schemas() -> JSON:
             "required": ["status"],
             "properties": {"status": {"type": "string"}, "version": {"type": "string"}},
         },
+    }
+
+
+# -- media sources (#13) -------------------------------------------------------------------
+
+
+def _media_request_properties() -> JSON:
+    return {
+        "source": extra(
+            {"type": ["string", "null"], "enum": ["auto", "http", "media", None]},
+            "how the URL is fetched (default `auto`): `http` as a file; `media` through "
+            "yt-dlp (site pages, HLS/DASH manifests, pages with `<video>` tags; 422 without "
+            "the `[media]` extra); `auto` is `media` where yt-dlp has a site-specific "
+            "extractor for the URL, or the URL's path ends in `.m3u8` or `.mpd` (a manifest is "
+            "never wanted as a file), or a `format` is given; else `http`.",
+        ),
+        "format": extra(
+            {"type": ["string", "null"], "minLength": 1, "maxLength": 500},
+            f"a yt-dlp format selector (default `{DEFAULT_FORMAT}`); one yt-dlp cannot read "
+            "is a 422. Media sources only.",
+        ),
+        "playlist": extra(
+            {"type": ["boolean", "null"]},
+            "a playlist URL makes a parent task whose entries are tasks of their own "
+            "(default true); false takes only the item the URL points at. Media sources only.",
+        ),
+    }
+
+
+def _media_task_properties() -> JSON:
+    return {
+        "source": extra({"type": "string", "enum": ["media"]}, "present on media tasks."),
+        "parent_id": extra({"type": "string", "format": "uuid"}, "a playlist entry's parent task."),
+        "playlist_index": extra(
+            {"type": "integer", "minimum": 1}, "a playlist entry's place in its playlist."
+        ),
+        "entries": extra(
+            {"type": "array", "items": {"type": "string", "format": "uuid"}},
+            "a playlist's entries, in playlist order. The parent's progress combines "
+            "theirs; it completes when every entry completed and fails when one failed for "
+            "good; cancelling it cancels the unfinished ones. It has no file of its own.",
+        ),
+    }
+
+
+def _media_event_properties() -> JSON:
+    return {
+        "entries": extra(
+            {"type": "array", "items": {"type": "string", "format": "uuid"}},
+            "`download.started` of a playlist's parent once its entries exist.",
+        ),
+        "parent_id": extra(
+            {"type": "string", "format": "uuid"}, "`download.queued` of a playlist entry."
+        ),
+        "playlist_index": extra(
+            {"type": "integer", "minimum": 1}, "`download.queued` of a playlist entry."
+        ),
     }

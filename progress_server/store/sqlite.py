@@ -1,10 +1,8 @@
-"""SqliteStore: the Store on SQLite (this package is the only code importing sqlite3).
+"""SqliteStore: the Store on SQLite. Only the store/sqlite*.py modules import sqlite3.
 
-Every write is a small function of the connection, group-committed by GroupCommitWriter
-(sqlite_threads.py): returned from only once durable, sharing its transaction and fsync
-with whatever other writes were ready at the same time. Each read is one trip to the
-reader's thread (SqliteReader), whose connection WAL mode lets run beside the writer.
-All SQL is parameterised.
+The class is assembled from parts, each in its own module: the connections, migrations and
+write transactions (sqlite_connections.py), keys and page sessions (sqlite_keys.py), and
+here the tasks and their events. All SQL is parameterised.
 """
 
 from __future__ import annotations
@@ -12,134 +10,18 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from progress_server.models import Event, Task, TaskState
-from progress_server.resources import migrations_dir
-from progress_server.store.rows import ApiKeyRow, SessionRow, SnapshotRow, TaskChange
-from progress_server.store.sqlite_rows import (
-    change_columns,
-    event_from_row,
-    key_from_row,
-    session_from_row,
-    task_from_row,
-)
-from progress_server.store.sqlite_threads import GroupCommitWriter, SqliteReader, T
+from progress_server.store.rows import SnapshotRow, TaskChange
+from progress_server.store.sqlite_keys import SqliteKeysAndSessions
+from progress_server.store.sqlite_rows import change_columns, event_from_row, task_from_row
 
 
-class SqliteStore:
-    """The Store on one SQLite file (WAL): one writer connection, one reader."""
-
-    def __init__(self, path: Path, migrations: Path | None = None) -> None:
-        self.path = path
-        self._migrations = migrations or migrations_dir()
-        self._reader = SqliteReader(path)
-        self._writer = GroupCommitWriter(path, self._migrations, self._committed)
-        # Seconds from the last write's request to its commit; read by metrics.
-        self.last_write_seconds = 0.0
-        # Called with that figure for every write (the metrics histogram).
-        self.write_observers: list[Callable[[float], None]] = []
-
-    # -- lifecycle ---------------------------------------------------------------------
-
-    async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        await self._writer.open()
-        try:
-            await self._reader.open()
-        except BaseException:
-            await self._writer.close()
-            raise
-
-    async def close(self) -> None:
-        await self._reader.close()
-        await self._writer.close()
-
-    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        return await self._reader.rows(sql, params)
-
-    async def _row(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        rows = await self._reader.rows(sql, params)
-        return rows[0] if rows else None
-
-    async def applied_migrations(self) -> list[int]:
-        rows = await self._rows("SELECT version FROM schema_migrations ORDER BY version")
-        return [row[0] for row in rows]
-
-    def _committed(self, seconds: float) -> None:
-        self.last_write_seconds = seconds
-        for observe in self.write_observers:
-            observe(seconds)
-
-    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._writer.write(op)
-
-    # -- keys --------------------------------------------------------------------------
-
-    async def create_key(self, name: str, key_hash: str, is_admin: bool) -> int:
-        def write(db: sqlite3.Connection) -> int:
-            cur = db.execute(
-                "INSERT INTO api_keys (name, key_hash, is_admin, created_at) VALUES (?, ?, ?, ?)",
-                (name, key_hash, int(is_admin), time.time()),
-            )
-            assert cur.lastrowid is not None
-            return cur.lastrowid
-
-        return await self._write(write)
-
-    async def list_keys(self) -> list[ApiKeyRow]:
-        rows = await self._rows("SELECT * FROM api_keys ORDER BY key_id")
-        return [key_from_row(row) for row in rows]
-
-    async def key_by_hash(self, key_hash: str) -> ApiKeyRow | None:
-        row = await self._row("SELECT * FROM api_keys WHERE key_hash = ?", (key_hash,))
-        return None if row is None else key_from_row(row)
-
-    async def revoke_key(self, name: str) -> bool:
-        def write(db: sqlite3.Connection) -> bool:
-            cur = db.execute(
-                "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
-                (time.time(), name),
-            )
-            return cur.rowcount > 0
-
-        return await self._write(write)
-
-    # -- page sessions -----------------------------------------------------------------
-
-    async def insert_session(self, session: SessionRow) -> None:
-        def write(db: sqlite3.Connection) -> None:
-            db.execute(
-                "INSERT INTO sessions (token_hash, key_id, csrf_token, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (
-                    session.token_hash,
-                    session.key_id,
-                    session.csrf_token,
-                    session.created_at,
-                    session.expires_at,
-                ),
-            )
-
-        await self._write(write)
-
-    async def delete_session(self, token_hash: str) -> None:
-        def write(db: sqlite3.Connection) -> None:
-            db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
-
-        await self._write(write)
-
-    async def live_sessions(self, now: float) -> list[SessionRow]:
-        """Unexpired sessions; expired ones are deleted on the way."""
-
-        def write(db: sqlite3.Connection) -> None:
-            db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
-
-        await self._write(write)
-        rows = await self._rows("SELECT * FROM sessions")
-        return [session_from_row(row) for row in rows]
+class SqliteStore(SqliteKeysAndSessions):
+    """The Store on one SQLite file (WAL): writes group-committed on one thread, reads on
+    another (sqlite_connections.py)."""
 
     # -- tasks -------------------------------------------------------------------------
 
@@ -149,8 +31,9 @@ class SqliteStore:
         def write(db: sqlite3.Connection) -> int:
             cur = db.execute(
                 "INSERT INTO tasks (task_id, owner_key_id, url, filename, requested_filename,"
-                " sha256, state, options, idempotency_key, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " sha256, state, options, idempotency_key, request_hash, created_at,"
+                " updated_at, source, parent_id, playlist_index)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     task.task_id,
                     task.owner_key_id,
@@ -161,8 +44,12 @@ class SqliteStore:
                     task.state.value,
                     json.dumps(task.options),
                     idempotency_key,
+                    task.request_hash,
                     task.created_at,
                     task.updated_at,
+                    task.source,
+                    task.parent_id,
+                    task.playlist_index,
                 ),
             )
             _insert_event(db, event)

@@ -10,7 +10,7 @@ from progress_server.models import Event, EventName, Task, TaskState
 from progress_server.store.rows import ApiKeyRow, SessionRow, TaskChange
 
 # Stored as JSON text.
-_JSON_COLUMNS = frozenset({"result", "error"})
+_JSON_COLUMNS = frozenset({"result", "error", "entries"})
 
 
 def change_columns(change: TaskChange) -> dict[str, object]:
@@ -62,6 +62,11 @@ def task_from_row(row: sqlite3.Row) -> Task:
         last_modified=row["last_modified"],
         attempts=row["attempts"],
         order=row["task_order"],
+        request_hash=row["request_hash"],
+        source=row["source"],
+        parent_id=row["parent_id"],
+        playlist_index=row["playlist_index"],
+        entries=json.loads(row["entries"]) if row["entries"] is not None else None,
     )
 
 
