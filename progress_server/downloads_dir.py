@@ -77,6 +77,7 @@ class DownloadsDir:
         self._lock = asyncio.Lock()
         # Names being claimed right now, not in the store (or on disk) yet.
         self._held: set[str] = set()
+        self._placing = _GroupedPlacing(root)
 
     def create(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -165,7 +166,7 @@ class DownloadsDir:
     async def place_download(self, part: Path, filename: str) -> Path:
         """Give a complete `.part` file its final name, durably."""
         final = self.file_path(filename)
-        await asyncio.to_thread(_move_into_place, part, final)
+        await self._placing.place(part, final)
         return final
 
     async def place_output(self, scratch: Path, wanted: str) -> Path:
@@ -202,6 +203,56 @@ class DownloadsDir:
         """Remove what a stopped or crashed transcode of this task left behind."""
         pattern = _SCRATCH_GLOB.format(task_id=task_id)
         await asyncio.to_thread(_unlink_all, list(self.root.glob(pattern)))
+
+
+class _GroupedPlacing:
+    """Finished downloads renamed into the folder and made durable together: renames asked
+    for while a batch runs form the next one, and each batch ends with one fsync of the
+    folder (many small files finishing at once cost one folder sync, not one each)."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._queued: list[tuple[Path, Path, asyncio.Future[None]]] = []
+        self._running: asyncio.Task[None] | None = None
+
+    async def place(self, source: Path, final: Path) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queued.append((source, final, done))
+        if self._running is None:
+            self._running = asyncio.create_task(self._run(), name="place-downloads")
+        await asyncio.shield(done)
+
+    async def _run(self) -> None:
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                moves = [(source, final) for source, final, _ in batch]
+                try:
+                    errors = await asyncio.to_thread(_place_all, self._root, moves)
+                except OSError as exc:  # the folder sync failed: none of them is durable
+                    errors = [exc] * len(batch)
+                for (_, _, done), error in zip(batch, errors, strict=True):
+                    if done.done():
+                        continue
+                    if error is None:
+                        done.set_result(None)
+                    else:
+                        done.set_exception(error)
+        finally:
+            self._running = None
+
+
+def _place_all(root: Path, moves: list[tuple[Path, Path]]) -> list[OSError | None]:
+    errors: list[OSError | None] = []
+    for source, final in moves:
+        try:
+            source.replace(final)
+        except OSError as exc:
+            errors.append(exc)
+        else:
+            errors.append(None)
+    fsync_dir(root)
+    return errors
 
 
 def _move_into_place(source: Path, final: Path) -> None:

@@ -120,6 +120,29 @@ async def test_longest_names_have_part_paths_that_fit(store: SqliteStore, root: 
     assert downloads.has_part(task)
 
 
+async def test_downloads_finishing_together_are_all_placed(store: SqliteStore, root: Path) -> None:
+    downloads = DownloadsDir(root, store)
+    names = [f"f{i}.bin" for i in range(20)]
+    for name in names:
+        downloads.part_path(name).write_bytes(name.encode())
+    # One batch is renamed while the others queue up; every caller hears of its own file.
+    placed = await asyncio.gather(
+        *(downloads.place_download(downloads.part_path(n), n) for n in names)
+    )
+    assert placed == [root / n for n in names]
+    assert all((root / n).read_bytes() == n.encode() for n in names)
+    assert not list(root.glob("*.part"))
+    # A part that is not there fails its own placing only, not the batch it is in.
+    downloads.part_path("ok.bin").write_bytes(b"ok")
+    results = await asyncio.gather(
+        downloads.place_download(root / "gone.bin.part", "gone.bin"),
+        downloads.place_download(downloads.part_path("ok.bin"), "ok.bin"),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], FileNotFoundError)
+    assert results[1] == root / "ok.bin" and (root / "ok.bin").read_bytes() == b"ok"
+
+
 async def test_placing_a_download_and_an_output(store: SqliteStore, root: Path) -> None:
     downloads = DownloadsDir(root, store)
     task = await _task(store, "movie.mkv")
