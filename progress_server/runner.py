@@ -161,9 +161,12 @@ class TaskRun:
         if self.tracker.total_bytes is None:
             self.tracker.total_bytes = outcome.size
         task.total_bytes = outcome.size
-        # The last progress event before completion shows 100 %.
-        await self.emit_progress(force=True)
-        final = await downloads.place_download(outcome.part_path, task.filename)
+        # The last progress event before completion shows 100 %; the file is placed
+        # meanwhile (that frame may have to keep the interval's spacing).
+        _, final = await asyncio.gather(
+            self.emit_progress(force=True),
+            downloads.place_download(outcome.part_path, task.filename),
+        )
         return final, outcome.sha256
 
     async def _processing_phase(self, path: Path, digest: str | None) -> None:
