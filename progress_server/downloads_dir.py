@@ -136,10 +136,15 @@ class DownloadsDir:
         """Give a stored task a free name, `wanted` or a numbered variant of it.
 
         Claims run side by side (many tasks start at once): a name being claimed is held in
-        memory until its conditional write settles, so no other claim here picks it."""
+        memory until its conditional write settles, so no other claim here picks it. The
+        first try skips reading every name the store holds: the conditional write refuses
+        a taken one, and only then are the store's names read to pick a variant."""
         refused: set[str] = set()
         while True:
-            name = await self._free_name(wanted, refused)
+            if refused:
+                name = await self._free_name(wanted, refused)
+            else:
+                name = filenames.unique(self.root, wanted, self._held)
             with self._holding(name):
                 # Conditional in the store: another writer of the same database (a second
                 # node, or a claim here that settled after the names were read) may have
