@@ -41,12 +41,19 @@ class PartFile:
         assert self._fd is not None, "the part file is not open"
         return self._fd
 
-    async def open(self, keep: int | None) -> int:
-        """Open for writing. `keep=None` keeps the file as it is (a split download);
-        otherwise it is cut to its first `keep` bytes (0: empty). Returns its size."""
-        return await asyncio.to_thread(self._open_sync, keep)
+    @property
+    def is_open(self) -> bool:
+        return self._fd is not None
 
-    def _open_sync(self, keep: int | None) -> int:
+    async def open(self, keep: int | None, first: Callable[[], None] | None = None) -> int:
+        """Open for writing. `keep=None` keeps the file as it is (a split download);
+        otherwise it is cut to its first `keep` bytes (0: empty). Returns its size.
+        `first` runs before, on the same thread (a check whose failure leaves no file)."""
+        return await asyncio.to_thread(self._open_sync, keep, first)
+
+    def _open_sync(self, keep: int | None, first: Callable[[], None] | None = None) -> int:
+        if first is not None:
+            first()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
         if keep == 0:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import shutil
 from collections.abc import Callable
@@ -54,14 +55,19 @@ class DownloadFiles:
         self._open = True
 
     async def start_over(self, settings: Settings, total: int | None) -> None:
-        """Room for `total` bytes and no journal (whatever journal is there, an earlier
-        version's or an earlier task's of the same name, is not this plan's), checked side
-        by side; then an empty `.part` (none at all when there is no room)."""
-        steps = (check_free_space(settings, total, 0), self.forget_journal())
-        for outcome in await asyncio.gather(*steps, return_exceptions=True):
+        """Room for `total` bytes, then an empty `.part` (none at all when there is no room),
+        in one trip to a thread; beside it, no journal (whatever journal is there, an earlier
+        version's or an earlier task's of the same name, is not this plan's)."""
+        if self._open:
+            await self.hasher.reset()
+            self.part.close()
+        room = functools.partial(ensure_room, settings, total, 0)
+        steps = (self.part.open(keep=0, first=room), self.forget_journal())
+        outcomes = await asyncio.gather(*steps, return_exceptions=True)
+        self._open = self.part.is_open
+        for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
-        await self.open(keep=0)
 
     async def forget_journal(self) -> None:
         await self.journal.remove()
@@ -175,7 +181,12 @@ async def check_free_space(settings: Settings, total: int | None, written: int) 
     """Room for the rest of the file, plus --min-free-space; else a disk_error."""
     # In a thread like every other file-system call here: on a busy disk even a statvfs
     # can wait.
-    free = await asyncio.to_thread(_free_bytes, settings.downloads_dir)
+    await asyncio.to_thread(ensure_room, settings, total, written)
+
+
+def ensure_room(settings: Settings, total: int | None, written: int) -> None:
+    """check_free_space, on the calling thread."""
+    free = _free_bytes(settings.downloads_dir)
     needed = max((total or 0) - written, 0) + settings.min_free_bytes
     if free < needed:
         raise DownloadError(
