@@ -26,9 +26,6 @@ from progress_server.netpolicy import NetworkPolicy
 
 # A read at least this long found bytes already waiting (asyncio reads up to 256 KiB).
 FULL_READ_BYTES = 128 * 1024
-# The most one read of a body's socket returns (asyncio's selector transport reads up to
-# its `max_size`, 256 KiB by default).
-_READ_BYTES = 1024 * 1024
 REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 10
 
@@ -130,15 +127,10 @@ async def _next_chunk(content: aiohttp.StreamReader, limit: int | None) -> bytes
 def _body_without_read_timeout(response: aiohttp.ClientResponse) -> None:
     """Stop aiohttp's per-read timer for the body: it re-arms a timer on every buffer
     received, and a stalled body is the watchdogs' job (stall and read timeouts). The
-    headers were still waited for under the read timeout. And let the socket hand over
-    up to a mebibyte per read (asyncio asks for 256 KiB): a fast origin's body then costs
-    a quarter of the loop's wake-ups."""
+    headers were still waited for under the read timeout."""
     connection = response.connection
     if connection is not None and connection.protocol is not None:
         connection.protocol.read_timeout = None
-    transport = connection.transport if connection is not None else None
-    if transport is not None and hasattr(transport, "max_size"):
-        setattr(transport, "max_size", _READ_BYTES)  # noqa: B010 (not in the type)
 
 
 class Connection:
