@@ -1,0 +1,454 @@
+"""PostgresStore: the Store on PostgreSQL through asyncpg, the database of cluster mode.
+
+Many nodes share one database, so nothing here trusts process memory: every statement is
+one short transaction on a pooled connection, and every value is a `$n` parameter. The
+cluster's own writes (claims, leases, fenced runner writes, commit-ordered seq) live in
+`progress_server.cluster`; this module is what any node, clustered or not, needs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from progress_server.models import Event, EventName, Task, TaskState
+from progress_server.resources import migrations_dir
+from progress_server.store.rows import ApiKeyRow, SessionRow, SnapshotRow, TaskChange
+
+# pg_advisory_lock key under which migrations run: one node at a time applies them. The
+# value is arbitrary but fixed ("prog" "mig" in ASCII), so every node takes the same lock.
+MIGRATIONS_LOCK = 0x70726F67_6D6967
+
+# Task columns stored as json text.
+_JSON_COLUMNS = frozenset({"result", "error"})
+
+# A connection of our own or one lent by the pool; asyncpg's classes are generic only in
+# its type stubs, so the alias exists for the type checker alone.
+if TYPE_CHECKING:
+    Connection: TypeAlias = (
+        asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
+    )
+
+
+def postgres_migrations_dir() -> Path:
+    return migrations_dir() / "postgresql"
+
+
+async def apply_migrations(url: str) -> list[int]:
+    """Apply the PostgreSQL migrations not applied yet; returns every applied version.
+
+    Nodes starting together queue on a session advisory lock, so each migration runs once;
+    each runs with its bookkeeping row in one transaction, whole or not at all.
+    """
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATIONS_LOCK)
+        try:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at double precision NOT NULL)"
+            )
+            applied = {
+                r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")
+            }
+            for path in sorted(postgres_migrations_dir().glob("*.sql")):
+                version = int(path.name.split("_", 1)[0])
+                if version in applied:
+                    continue
+                async with conn.transaction():
+                    # No arguments: asyncpg sends the script as one simple query, so a
+                    # file may hold many statements.
+                    await conn.execute(path.read_text())
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version, name, applied_at)"
+                        " VALUES ($1, $2, $3)",
+                        version,
+                        path.name,
+                        time.time(),
+                    )
+                applied.add(version)
+            return sorted(applied)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATIONS_LOCK)
+    finally:
+        await conn.close()
+
+
+def task_host(url: str) -> str:
+    """The host --max-per-host counts a task against (as the scheduler counts it)."""
+    return urlsplit(url).hostname or ""
+
+
+class PostgresStore:
+    """The Store on one PostgreSQL database, through a pool of asyncpg connections."""
+
+    def __init__(self, url: str, *, min_connections: int = 1, max_connections: int = 10) -> None:
+        self.url = url
+        self._min_connections = min_connections
+        self._max_connections = max_connections
+        self._pool_or_none: asyncpg.Pool[asyncpg.Record] | None = None
+        self.last_write_seconds = 0.0
+        self.write_observers: list[Callable[[float], None]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await apply_migrations(self.url)
+        self._pool_or_none = await asyncpg.create_pool(
+            self.url, min_size=self._min_connections, max_size=self._max_connections
+        )
+
+    async def close(self) -> None:
+        if self._pool_or_none is not None:
+            await self._pool_or_none.close()
+            self._pool_or_none = None
+
+    @property
+    def pool(self) -> asyncpg.Pool[asyncpg.Record]:
+        """The connection pool, shared with the cluster's claims and event log."""
+        assert self._pool_or_none is not None, "store is not open"
+        return self._pool_or_none
+
+    async def applied_migrations(self) -> list[int]:
+        rows = await self.pool.fetch("SELECT version FROM schema_migrations ORDER BY version")
+        return [row["version"] for row in rows]
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        """One write transaction on a pooled connection, timed for the metrics."""
+        async with self.pool.acquire() as conn:
+            started = time.perf_counter()
+            async with conn.transaction():
+                yield conn
+            self.last_write_seconds = time.perf_counter() - started
+            for observe in self.write_observers:
+                observe(self.last_write_seconds)
+
+    # -- keys --------------------------------------------------------------------------
+
+    async def create_key(self, name: str, key_hash: str, is_admin: bool) -> int:
+        async with self.transaction() as db:
+            key_id = await db.fetchval(
+                "INSERT INTO api_keys (name, key_hash, is_admin, created_at)"
+                " VALUES ($1, $2, $3, $4) RETURNING key_id",
+                name,
+                key_hash,
+                is_admin,
+                time.time(),
+            )
+        return int(key_id)
+
+    async def list_keys(self) -> list[ApiKeyRow]:
+        rows = await self.pool.fetch("SELECT * FROM api_keys ORDER BY key_id")
+        return [key_from_record(row) for row in rows]
+
+    async def key_by_hash(self, key_hash: str) -> ApiKeyRow | None:
+        row = await self.pool.fetchrow("SELECT * FROM api_keys WHERE key_hash = $1", key_hash)
+        return None if row is None else key_from_record(row)
+
+    async def revoke_key(self, name: str) -> bool:
+        async with self.transaction() as db:
+            revoked = await db.fetch(
+                "UPDATE api_keys SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL"
+                " RETURNING key_id",
+                time.time(),
+                name,
+            )
+        return bool(revoked)
+
+    # -- page sessions -----------------------------------------------------------------
+
+    async def insert_session(self, session: SessionRow) -> None:
+        async with self.transaction() as db:
+            await db.execute(
+                "INSERT INTO sessions (token_hash, key_id, csrf_token, created_at, expires_at)"
+                " VALUES ($1, $2, $3, $4, $5)",
+                session.token_hash,
+                session.key_id,
+                session.csrf_token,
+                session.created_at,
+                session.expires_at,
+            )
+
+    async def delete_session(self, token_hash: str) -> None:
+        async with self.transaction() as db:
+            await db.execute("DELETE FROM sessions WHERE token_hash = $1", token_hash)
+
+    async def live_sessions(self, now: float) -> list[SessionRow]:
+        """Unexpired sessions; expired ones are deleted on the way."""
+        async with self.transaction() as db:
+            await db.execute("DELETE FROM sessions WHERE expires_at <= $1", now)
+            rows = await db.fetch("SELECT * FROM sessions")
+        return [
+            SessionRow(
+                row["token_hash"],
+                row["key_id"],
+                row["csrf_token"],
+                row["created_at"],
+                row["expires_at"],
+            )
+            for row in rows
+        ]
+
+    # -- tasks -------------------------------------------------------------------------
+
+    async def insert_task(self, task: Task, idempotency_key: str | None, event: Event) -> Task:
+        """Store a new task together with its first event, atomically; sets `task.order`."""
+        async with self.transaction() as db:
+            task.order = await db.fetchval(
+                "INSERT INTO tasks (task_id, owner_key_id, url, filename, requested_filename,"
+                " sha256, state, options, idempotency_key, created_at, updated_at, host)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::json, $9, $10, $11, $12)"
+                " RETURNING task_order",
+                task.task_id,
+                task.owner_key_id,
+                task.url,
+                task.filename,
+                task.requested_filename,
+                task.sha256,
+                str(task.state),
+                json.dumps(task.options),
+                idempotency_key,
+                task.created_at,
+                task.updated_at,
+                task_host(task.url),
+            )
+            await insert_event_row(db, event)
+        return task
+
+    async def task_by_idempotency_key(
+        self, owner_key_id: int, idempotency_key: str, since: float
+    ) -> Task | None:
+        row = await self.pool.fetchrow(
+            "SELECT * FROM tasks"
+            " WHERE owner_key_id = $1 AND idempotency_key = $2 AND created_at >= $3",
+            owner_key_id,
+            idempotency_key,
+            since,
+        )
+        return None if row is None else task_from_record(row)
+
+    async def clear_idempotency_key(self, owner_key_id: int, idempotency_key: str) -> None:
+        """Free a key older than its window so it can name a new task."""
+        async with self.transaction() as db:
+            await db.execute(
+                "UPDATE tasks SET idempotency_key = NULL"
+                " WHERE owner_key_id = $1 AND idempotency_key = $2",
+                owner_key_id,
+                idempotency_key,
+            )
+
+    async def get_task(self, task_id: str) -> Task | None:
+        row = await self.pool.fetchrow("SELECT * FROM tasks WHERE task_id = $1", task_id)
+        return None if row is None else task_from_record(row)
+
+    async def list_tasks(
+        self,
+        owner_key_id: int | None,
+        states: Sequence[TaskState] = (),
+        limit: int = 50,
+        after_order: int = 0,
+        newest_first: bool = False,
+    ) -> list[Task]:
+        """Tasks in submission order (or newest first); `owner_key_id` None means all."""
+        # NULL parameters switch a filter off, so the statement text never varies.
+        order = "task_order DESC" if newest_first else "task_order"
+        rows = await self.pool.fetch(
+            "SELECT * FROM tasks WHERE task_order > $1"
+            " AND ($2::bigint IS NULL OR owner_key_id = $2)"
+            " AND (cardinality($3::text[]) = 0 OR state = ANY($3))"
+            f" ORDER BY {order} LIMIT $4",
+            after_order,
+            owner_key_id,
+            [str(s) for s in states],
+            limit,
+        )
+        return [task_from_record(row) for row in rows]
+
+    async def filenames_in_use(self) -> set[str]:
+        rows = await self.pool.fetch("SELECT filename FROM tasks WHERE filename IS NOT NULL")
+        return {row["filename"] for row in rows}
+
+    async def claim_filename(self, task_id: str, filename: str) -> bool:
+        """Give the task this filename unless another task has it, atomically."""
+        async with self.transaction() as db:
+            # Two nodes may claim one name at the same moment: serialise claims of the same
+            # name (a transaction-scoped lock, so nothing is left held on any error).
+            await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", filename)
+            claimed = await db.fetch(
+                "UPDATE tasks SET filename = $1, updated_at = $2 WHERE task_id = $3"
+                " AND NOT EXISTS (SELECT 1 FROM tasks WHERE filename = $1 AND task_id <> $3)"
+                " RETURNING task_id",
+                filename,
+                time.time(),
+                task_id,
+            )
+        return bool(claimed)
+
+    async def update_task(self, task_id: str, change: TaskChange) -> None:
+        async with self.transaction() as db:
+            await update_task_row(db, task_id, change)
+
+    async def record_transition(
+        self, event: Event | None, task_id: str, change: TaskChange
+    ) -> None:
+        """Change a task and store the event that tells of it, atomically."""
+        async with self.transaction() as db:
+            await update_task_row(db, task_id, change)
+            if event is not None:
+                await insert_event_row(db, event)
+
+    async def save_snapshots(self, snapshots: Iterable[SnapshotRow]) -> None:
+        """Store running tasks' byte counts (throttled progress), in one write."""
+        rows = [(s.downloaded_bytes, s.total_bytes, time.time(), s.task_id) for s in snapshots]
+        if not rows:
+            return
+        async with self.transaction() as db:
+            await db.executemany(
+                "UPDATE tasks SET downloaded_bytes = $1, total_bytes = $2, updated_at = $3"
+                " WHERE task_id = $4",
+                rows,
+            )
+
+    async def delete_task(self, task_id: str) -> None:
+        """Remove a task and its events."""
+        async with self.transaction() as db:
+            await db.execute("DELETE FROM events WHERE task_id = $1", task_id)
+            await db.execute("DELETE FROM tasks WHERE task_id = $1", task_id)
+
+    # -- events ------------------------------------------------------------------------
+
+    async def insert_event(self, event: Event) -> None:
+        async with self.transaction() as db:
+            await insert_event_row(db, event)
+
+    async def events_after(
+        self,
+        after_seq: int,
+        *,
+        task_ids: Sequence[str] | None = None,
+        owner_key_id: int | None = None,
+        limit: int = 1000,
+    ) -> list[Event]:
+        """Stored events with seq > after_seq, in seq order, optionally narrowed."""
+        if task_ids is not None and not task_ids:
+            return []
+        rows = await self.pool.fetch(
+            "SELECT * FROM events WHERE seq > $1"
+            " AND ($2::text[] IS NULL OR task_id = ANY($2))"
+            " AND ($3::bigint IS NULL OR owner_key_id = $3)"
+            " ORDER BY seq LIMIT $4",
+            after_seq,
+            None if task_ids is None else list(task_ids),
+            owner_key_id,
+            limit,
+        )
+        return [event_from_record(row) for row in rows]
+
+    async def max_event_seq(self) -> int:
+        return int(await self.pool.fetchval("SELECT COALESCE(MAX(seq), 0) FROM events"))
+
+    async def seq_reserved(self) -> int:
+        """The highest seq handed out so far, by a reservation or by the cluster's log."""
+        return int(await self.pool.fetchval("SELECT last_seq FROM event_seq WHERE id = 1"))
+
+    async def reserve_seq(self, upto: int) -> None:
+        # GREATEST: a reservation never moves the shared counter back below a seq the
+        # cluster's event log (progress_server.cluster.eventlog) has handed out.
+        async with self.transaction() as db:
+            await db.execute(
+                "UPDATE event_seq SET last_seq = GREATEST(last_seq, $1) WHERE id = 1", upto
+            )
+
+
+# -- rows ------------------------------------------------------------------------------
+
+
+async def insert_event_row(db: Connection, event: Event) -> None:
+    await db.execute(
+        "INSERT INTO events (seq, task_id, owner_key_id, event, state, body, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6::json, $7)",
+        event.seq,
+        event.task_id,
+        event.owner_key_id,
+        str(event.name),
+        str(event.state),
+        json.dumps(event.body),
+        event.timestamp,
+    )
+
+
+def change_assignments(change: TaskChange, first_param: int) -> tuple[str, list[object]]:
+    """`col = $n, ...` for the columns a change sets, numbered from `first_param`."""
+    values = change.columns()
+    values.setdefault("updated_at", time.time())
+    parts: list[str] = []
+    params: list[object] = []
+    # Column names come from TaskChange's own fields, never from input.
+    for number, (name, value) in enumerate(values.items(), start=first_param):
+        if name in _JSON_COLUMNS:
+            parts.append(f"{name} = ${number}::json")
+            params.append(None if value is None else json.dumps(value))
+        else:
+            parts.append(f"{name} = ${number}")
+            params.append(str(value) if isinstance(value, TaskState) else value)
+    return ", ".join(parts), params
+
+
+async def update_task_row(db: Connection, task_id: str, change: TaskChange) -> None:
+    assignments, params = change_assignments(change, first_param=2)
+    await db.execute(f"UPDATE tasks SET {assignments} WHERE task_id = $1", task_id, *params)
+
+
+def key_from_record(row: asyncpg.Record) -> ApiKeyRow:
+    return ApiKeyRow(
+        key_id=row["key_id"],
+        name=row["name"],
+        key_hash=row["key_hash"],
+        is_admin=row["is_admin"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+def task_from_record(row: asyncpg.Record) -> Task:
+    return Task(
+        task_id=row["task_id"],
+        owner_key_id=row["owner_key_id"],
+        url=row["url"],
+        filename=row["filename"],
+        state=TaskState(row["state"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        sha256=row["sha256"],
+        requested_filename=row["requested_filename"],
+        downloaded_bytes=row["downloaded_bytes"],
+        total_bytes=row["total_bytes"],
+        result=None if row["result"] is None else json.loads(row["result"]),
+        error=None if row["error"] is None else json.loads(row["error"]),
+        options=json.loads(row["options"]),
+        etag=row["etag"],
+        last_modified=row["last_modified"],
+        attempts=row["attempts"],
+        order=row["task_order"],
+    )
+
+
+def event_from_record(row: asyncpg.Record) -> Event:
+    return Event(
+        seq=row["seq"],
+        name=EventName(row["event"]),
+        task_id=row["task_id"],
+        owner_key_id=row["owner_key_id"],
+        state=TaskState(row["state"]),
+        timestamp=row["created_at"],
+        body=json.loads(row["body"]),
+    )
