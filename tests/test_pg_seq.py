@@ -1,0 +1,206 @@
+"""The cluster's seq: strictly increasing in commit order, so a `seq > last` reader running
+beside any number of writers sees every committed event exactly once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from progress_server.cluster.eventlog import (
+    EVENTS_CHANNEL,
+    PROGRESS_CHANNEL,
+    append,
+    append_event,
+    parse_progress,
+    publish_progress,
+)
+from progress_server.models import Event, EventName, Progress, TaskState
+from progress_server.store.postgres import PostgresStore
+
+
+@pytest.fixture
+async def store(pg_url: str) -> AsyncIterator[PostgresStore]:
+    opened = PostgresStore(pg_url, max_connections=30)
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def _draft(task_id: str, name: EventName = EventName.QUEUED) -> Event:
+    return Event(
+        seq=0,
+        name=name,
+        task_id=task_id,
+        owner_key_id=1,
+        state=TaskState.PENDING,
+        timestamp=time.time(),
+        body={"writer": task_id},
+    )
+
+
+class _Rollback(Exception):
+    pass
+
+
+async def test_a_seq_reader_beside_concurrent_writers_sees_every_commit_once_in_order(
+    store: PostgresStore,
+) -> None:
+    seed = int.from_bytes(os.urandom(4), "big")
+    rng = random.Random(seed)
+    committed: list[int] = []
+    progress_seqs: list[int] = []
+    rolled_back = 0
+
+    async def writer(index: int) -> None:
+        nonlocal rolled_back
+        for n in range(12):
+            await asyncio.sleep(rng.uniform(0, 0.004))
+            if rng.random() < 0.2:
+                # Progress takes seqs from the same counter without storing a row.
+                progress = Progress(n, 100, 1.0)
+                sent = await publish_progress(
+                    store.pool, _draft(f"w{index}", EventName.PROGRESS), progress
+                )
+                progress_seqs.append(sent.seq)
+                continue
+            try:
+                async with store.pool.acquire() as db, db.transaction():
+                    event = await append_event(db, _draft(f"w{index}"))
+                    # Hold the transaction open a while: a slow commit is exactly what
+                    # would let a plain sequence's reader run past this event.
+                    await asyncio.sleep(rng.uniform(0, 0.006))
+                    if rng.random() < 0.25:
+                        raise _Rollback
+            except _Rollback:
+                rolled_back += 1
+                continue
+            committed.append(event.seq)
+
+    seen: list[int] = []
+    writers_done = asyncio.Event()
+
+    async def reader() -> None:
+        last = 0
+        while True:
+            done = writers_done.is_set()
+            # The same read a node's feed does.
+            for event in await store.events_after(last):
+                seen.append(event.seq)
+                last = event.seq
+            if done:
+                return
+            await asyncio.sleep(rng.uniform(0, 0.002))
+
+    reading = asyncio.create_task(reader())
+    await asyncio.gather(*(writer(i) for i in range(20)))
+    writers_done.set()
+    await reading
+
+    context = f"seed {seed}"
+    assert rolled_back > 0 and committed, context
+    assert len(seen) == len(set(seen)), f"an event was read twice ({context})"
+    assert seen == sorted(seen), f"events out of order ({context})"
+    assert seen == sorted(committed), f"a committed event was skipped ({context})"
+    # Progress seqs are never reused by stored events, nor by each other.
+    assert not set(progress_seqs) & set(committed), context
+    assert len(set(progress_seqs)) == len(progress_seqs), context
+
+
+async def test_an_append_waits_for_the_slower_one_before_it_and_reuses_a_rolled_back_seq(
+    store: PostgresStore,
+) -> None:
+    async with store.pool.acquire() as slow_conn:
+        slow = slow_conn.transaction()
+        await slow.start()
+        first = await append_event(slow_conn, _draft("slow"))
+
+        fast = asyncio.create_task(append(store.pool, _draft("fast")))
+        await asyncio.sleep(0.3)
+        # The fast writer may not take a seq while an earlier one is uncommitted.
+        assert not fast.done()
+        assert await store.events_after(0) == []
+
+        await slow.rollback()
+        after_rollback = await asyncio.wait_for(fast, 10)
+        # The rolled-back number is handed out again: no gap for a reader to wonder about.
+        assert after_rollback.seq == first.seq
+        assert [e.seq for e in await store.events_after(0)] == [first.seq]
+
+        slow = slow_conn.transaction()
+        await slow.start()
+        held = await append_event(slow_conn, _draft("slow"))
+        fast = asyncio.create_task(append(store.pool, _draft("fast")))
+        await asyncio.sleep(0.3)
+        assert not fast.done()
+        await slow.commit()
+        behind = await asyncio.wait_for(fast, 10)
+        assert (held.seq, behind.seq) == (first.seq + 1, first.seq + 2)
+        assert [e.task_id for e in await store.events_after(first.seq)] == ["slow", "fast"]
+
+
+async def test_a_plain_sequence_would_let_a_reader_skip_a_slow_commit(pg_url: str) -> None:
+    # Why event_seq exists: the same interleaving on a bigserial loses an event for good.
+    conn_slow = await asyncpg.connect(pg_url)
+    conn_fast = await asyncpg.connect(pg_url)
+    try:
+        await conn_slow.execute("CREATE TABLE naive (seq bigserial PRIMARY KEY, who text)")
+        slow = conn_slow.transaction()
+        await slow.start()
+        await conn_slow.execute("INSERT INTO naive (who) VALUES ('slow')")
+        await conn_fast.execute("INSERT INTO naive (who) VALUES ('fast')")
+        seen = [r["seq"] for r in await conn_fast.fetch("SELECT seq FROM naive WHERE seq > 0")]
+        await slow.commit()
+        seen += [
+            r["seq"]
+            for r in await conn_fast.fetch("SELECT seq FROM naive WHERE seq > $1", seen[-1])
+        ]
+        assert seen == [2], "the reader moved past seq 1 before it committed"
+    finally:
+        await conn_slow.close()
+        await conn_fast.close()
+
+
+async def test_notifications_arrive_in_commit_order_and_carry_progress(
+    store: PostgresStore, pg_url: str
+) -> None:
+    heard: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    listener = await asyncpg.connect(pg_url)
+
+    def hear(_conn: object, _pid: int, channel: str, payload: object) -> None:
+        heard.put_nowait((channel, str(payload)))
+
+    await listener.add_listener(EVENTS_CHANNEL, hear)
+    await listener.add_listener(PROGRESS_CHANNEL, hear)
+    try:
+        stored = await append(store.pool, _draft("a"))
+        try:
+            async with store.pool.acquire() as db, db.transaction():
+                await append_event(db, _draft("rolled-back"))
+                raise _Rollback
+        except _Rollback:
+            pass
+        progress = Progress(512, 1024, 2_000_000.0)
+        sent = await publish_progress(store.pool, _draft("a", EventName.PROGRESS), progress)
+        later = await append(store.pool, _draft("a", EventName.STARTED))
+
+        got = [await asyncio.wait_for(heard.get(), 5) for _ in range(3)]
+        assert [channel for channel, _ in got] == [EVENTS_CHANNEL, PROGRESS_CHANNEL, EVENTS_CHANNEL]
+        assert int(got[0][1]) == stored.seq
+        relayed = parse_progress(got[1][1])
+        assert relayed.event == sent
+        assert relayed.progress == progress
+        assert int(got[2][1]) == later.seq
+        assert stored.seq < sent.seq < later.seq
+        # Nothing was announced for the rolled-back append.
+        await asyncio.sleep(0.2)
+        assert heard.empty()
+    finally:
+        await listener.close()
