@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -217,8 +218,10 @@ class PgServer:
 def pg_server() -> Iterator[PgServer]:
     """One PostgreSQL for the whole session, started on first use."""
     with PgServer() as server:
-        # A sync fixture runs outside any event loop, so asyncio.run is safe here.
-        asyncio.run(server.create_template())
+        # In a thread of its own: an async fixture may ask for this one lazily
+        # (getfixturevalue), and then this thread's event loop is already running.
+        with ThreadPoolExecutor(1) as thread:
+            thread.submit(lambda: asyncio.run(server.create_template())).result()
         yield server
 
 
