@@ -54,7 +54,10 @@ def postgres_bindir() -> Path:
 class PgServer:
     """One PostgreSQL cluster in a temp folder, reachable at `url(dbname)` over TCP."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, fsync: bool = False) -> None:
+        # fsync off by default: a test cluster is thrown away, so durability costs only
+        # time; benchmarks turn it on to measure what a real server pays per commit.
+        self.fsync = fsync
         self.bindir = postgres_bindir()
         self.port = 0
         self.root: Path | None = None
@@ -112,12 +115,12 @@ class PgServer:
 
     def _pg_ctl_start(self) -> None:
         options = [
-            "-F",  # fsync off: a test cluster is thrown away, durability costs only time
+            f"-c fsync={'on' if self.fsync else 'off'}",
             f"-p {self.port}",
             f"-k {self.socket_dir}",
             "-c listen_addresses=127.0.0.1",
             "-c max_connections=300",
-            "-c full_page_writes=off",
+            f"-c full_page_writes={'on' if self.fsync else 'off'}",
         ]
         self._run(
             "pg_ctl",

@@ -115,9 +115,8 @@ async def test_events_from_every_node_arrive_live_once_and_in_order(
             sent = []
             for n in range(10):
                 if n % 3 == 2:
-                    progress = Progress(n, 10, 1.0)
                     draft = _draft(f"n{index}", EventName.PROGRESS)
-                    sent.append(await publish_progress(node.pool, draft, progress))
+                    sent += await publish_progress(node.pool, [(draft, Progress(n, 10, 1.0))])
                 else:
                     sent.append(await append(node.pool, _draft(f"n{index}")))
             return sent
@@ -161,17 +160,19 @@ async def test_progress_older_than_what_was_delivered_is_dropped(
     newer = await append(store.pool, _draft("t"))
     await received.until(1)
     stale = json.dumps(
-        {
-            "task_id": "t",
-            "owner_key_id": 1,
-            "event": "download.progress",
-            "state": "downloading",
-            "timestamp": 0,
-            "body": {},
-            "downloaded_bytes": 1,
-            "total_bytes": 2,
-            "speed_bps": 0,
-        }
+        [
+            {
+                "task_id": "t",
+                "owner_key_id": 1,
+                "event": "download.progress",
+                "state": "downloading",
+                "timestamp": 0,
+                "body": {},
+                "downloaded_bytes": 1,
+                "total_bytes": 2,
+                "speed_bps": 0,
+            }
+        ]
     )
     await store.pool.execute("SELECT pg_notify($1, $2)", PROGRESS_CHANNEL, f"{newer.seq} {stale}")
     later = await append(store.pool, _draft("t"))

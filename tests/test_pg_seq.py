@@ -7,7 +7,9 @@ import asyncio
 import os
 import random
 import time
+import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import asyncpg
 import pytest
@@ -17,10 +19,11 @@ from progress_server.cluster.eventlog import (
     PROGRESS_CHANNEL,
     append,
     append_event,
+    append_guarded,
     parse_progress,
     publish_progress,
 )
-from progress_server.models import Event, EventName, Progress, TaskState
+from progress_server.models import Event, EventName, Progress, Task, TaskState
 from progress_server.store.postgres import PostgresStore
 
 
@@ -53,6 +56,14 @@ class _Rollback(Exception):
 async def test_a_seq_reader_beside_concurrent_writers_sees_every_commit_once_in_order(
     store: PostgresStore,
 ) -> None:
+    await store.create_key("k", "hash", False)
+    task_ids = []
+    for index in range(20):
+        task = Task(str(uuid.uuid4()), 1, f"http://h{index}/", None, TaskState.PENDING, 0, 0)
+        await store.insert_task(task, None, replace(_draft(task.task_id), seq=index + 1))
+        task_ids.append(task.task_id)
+    # Those queued events used seqs the test chose; the counter starts past them.
+    await store.reserve_seq(await store.max_event_seq())
     seed = int.from_bytes(os.urandom(4), "big")
     rng = random.Random(seed)
     committed: list[int] = []
@@ -65,11 +76,27 @@ async def test_a_seq_reader_beside_concurrent_writers_sees_every_commit_once_in_
             await asyncio.sleep(rng.uniform(0, 0.004))
             if rng.random() < 0.2:
                 # Progress takes seqs from the same counter without storing a row.
-                progress = Progress(n, 100, 1.0)
-                sent = await publish_progress(
-                    store.pool, _draft(f"w{index}", EventName.PROGRESS), progress
-                )
-                progress_seqs.append(sent.seq)
+                batch = [
+                    (_draft(f"w{index}", EventName.PROGRESS), Progress(n, 100, 1.0))
+                    for _ in range(rng.randint(1, 3))
+                ]
+                progress_seqs.extend(e.seq for e in await publish_progress(store.pool, batch))
+                continue
+            if rng.random() < 0.3:
+                # A fenced write: the task change and its event in one statement, taken
+                # only when the epoch matches (a wrong one takes no seq).
+                epoch = 0 if rng.random() < 0.8 else 99
+                async with store.pool.acquire() as db:
+                    fenced = await append_guarded(
+                        db,
+                        "UPDATE tasks SET attempts = attempts + 1"
+                        " WHERE task_id = $1 AND lease_epoch = $2 RETURNING task_id",
+                        [task_ids[index], epoch],
+                        _draft(f"w{index}"),
+                    )
+                assert (fenced is None) == (epoch == 99)
+                if fenced is not None:
+                    committed.append(fenced.seq)
                 continue
             try:
                 async with store.pool.acquire() as db, db.transaction():
@@ -88,7 +115,7 @@ async def test_a_seq_reader_beside_concurrent_writers_sees_every_commit_once_in_
     writers_done = asyncio.Event()
 
     async def reader() -> None:
-        last = 0
+        last = await store.max_event_seq()
         while True:
             done = writers_done.is_set()
             # The same read a node's feed does.
@@ -187,18 +214,20 @@ async def test_notifications_arrive_in_commit_order_and_carry_progress(
                 raise _Rollback
         except _Rollback:
             pass
-        progress = Progress(512, 1024, 2_000_000.0)
-        sent = await publish_progress(store.pool, _draft("a", EventName.PROGRESS), progress)
+        figures = [Progress(512, 1024, 2_000_000.0), Progress(7, None, 0.0)]
+        batch = [(_draft(f"p{i}", EventName.PROGRESS), p) for i, p in enumerate(figures)]
+        sent = await publish_progress(store.pool, batch)
         later = await append(store.pool, _draft("a", EventName.STARTED))
 
         got = [await asyncio.wait_for(heard.get(), 5) for _ in range(3)]
         assert [channel for channel, _ in got] == [EVENTS_CHANNEL, PROGRESS_CHANNEL, EVENTS_CHANNEL]
         assert int(got[0][1]) == stored.seq
+        # One notification carries the whole batch, each event with its own seq.
         relayed = parse_progress(got[1][1])
-        assert relayed.event == sent
-        assert relayed.progress == progress
+        assert [r.event for r in relayed] == sent
+        assert [r.progress for r in relayed] == figures
         assert int(got[2][1]) == later.seq
-        assert stored.seq < sent.seq < later.seq
+        assert stored.seq < sent[0].seq < sent[1].seq < later.seq
         # Nothing was announced for the rolled-back append.
         await asyncio.sleep(0.2)
         assert heard.empty()

@@ -17,7 +17,7 @@ import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from progress_server.cluster.eventlog import append_event
+from progress_server.cluster.eventlog import append_guarded
 from progress_server.models import Event, Task, TaskState
 from progress_server.store.postgres import (
     PostgresStore,
@@ -134,17 +134,19 @@ class TaskLeases:
         assignments, params = change_assignments(change, first_param=3)
         if release:
             assignments += ", node = NULL, lease_until = NULL"
-        async with self._store.transaction() as db:
-            matched = await db.fetch(
-                f"UPDATE tasks SET {assignments} WHERE task_id = $1 AND lease_epoch = $2"
-                " RETURNING task_id",
-                task_id,
-                epoch,
-                *params,
-            )
-            if not matched:
+        fenced = (
+            f"UPDATE tasks SET {assignments} WHERE task_id = $1 AND lease_epoch = $2"
+            " RETURNING task_id"
+        )
+        async with self._store.write_connection() as db:
+            if draft is not None:
+                event = await append_guarded(db, fenced, [task_id, epoch, *params], draft)
+                if event is None:
+                    raise LeaseLost(task_id)
+                return event
+            if not await db.fetch(fenced, task_id, epoch, *params):
                 raise LeaseLost(task_id)
-            return None if draft is None else await append_event(db, draft)
+            return None
 
     async def save_snapshots(self, snapshots: Iterable[tuple[SnapshotRow, int]]) -> set[str]:
         """Store running tasks' byte counts, each fenced by its epoch, in one statement;
@@ -195,13 +197,11 @@ async def take_over(
     node's run: the epoch moves on, so the runner's next write fails and it stops.
     """
     assignments, params = change_assignments(change, first_param=3)
-    async with store.transaction() as db:
-        matched = await db.fetch(
-            f"UPDATE tasks SET {assignments}, node = NULL, lease_until = NULL,"
-            " lease_epoch = lease_epoch + 1"
-            " WHERE task_id = $1 AND state = ANY($2::text[]) RETURNING task_id",
-            task_id,
-            [str(state) for state in allowed_from],
-            *params,
-        )
-        return await append_event(db, draft) if matched else None
+    guarded = (
+        f"UPDATE tasks SET {assignments}, node = NULL, lease_until = NULL,"
+        " lease_epoch = lease_epoch + 1"
+        " WHERE task_id = $1 AND state = ANY($2::text[]) RETURNING task_id"
+    )
+    allowed = [str(state) for state in allowed_from]
+    async with store.write_connection() as db:
+        return await append_guarded(db, guarded, [task_id, allowed, *params], draft)

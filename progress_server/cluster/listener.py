@@ -95,7 +95,8 @@ class ClusterFeed:
             queue.put_nowait(int(str(payload)))
 
         def on_progress(_conn: object, _pid: int, _channel: str, payload: object) -> None:
-            queue.put_nowait(parse_progress(str(payload)))
+            for relayed in parse_progress(str(payload)):
+                queue.put_nowait(relayed)
 
         def on_lost(_conn: object) -> None:
             queue.put_nowait(_ConnectionLost())

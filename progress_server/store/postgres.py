@@ -124,10 +124,16 @@ class PostgresStore:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
         """One write transaction on a pooled connection, timed for the metrics."""
+        async with self.write_connection() as conn, conn.transaction():
+            yield conn
+
+    @asynccontextmanager
+    async def write_connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection for writing, timed for the metrics. A single statement on
+        it is its own transaction, which holds its locks for no network round trip."""
         async with self.pool.acquire() as conn:
             started = time.perf_counter()
-            async with conn.transaction():
-                yield conn
+            yield conn
             self.last_write_seconds = time.perf_counter() - started
             for observe in self.write_observers:
                 observe(self.last_write_seconds)
