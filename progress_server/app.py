@@ -1,20 +1,23 @@
-"""create_app(settings) -> web.Application. Nothing is built at import time."""
+"""create_app(settings) -> web.Application, whose start-up opens what the server needs and
+closes it again, also when a step fails. Nothing is built at import time."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Protocol, TypeVar
 
 import aiohttp
 from aiohttp import web
 
 from progress_server.appkeys import (
     BUS,
-    CLIENT_SESSION,
     KEYRING,
     LOGIN_LIMITER,
     LOOP_LAG,
     MEDIA_TOOLS,
     METRICS,
+    QUERIES,
     SCHEDULER,
     SESSIONS,
     SETTINGS,
@@ -28,18 +31,19 @@ from progress_server.fanout import Hub
 from progress_server.looplag import LoopLagMonitor
 from progress_server.metrics import Metrics
 from progress_server.netpolicy import PolicyResolver, policy_for
+from progress_server.notifications.hooks import Hooks
 from progress_server.processing.build import build_pipeline
-from progress_server.processing.hooks import Hooks
 from progress_server.processing.tools import detect_media_tools
 from progress_server.scheduler import Scheduler
+from progress_server.sessions import SessionStore
 from progress_server.settings import Settings
 from progress_server.snapshots import SnapshotCache
 from progress_server.store import Store
+from progress_server.store.sqlite import SqliteStore
 from progress_server.web.auth import auth_middleware
 from progress_server.web.errors import error_middleware
 from progress_server.web.page import setup_templates
 from progress_server.web.routes import setup_routes
-from progress_server.web.sessions import SessionStore
 from progress_server.web.ws import close_sockets
 
 MAX_REQUEST_LINE = 32 * 1024
@@ -86,56 +90,91 @@ def client_session(settings: Settings) -> aiohttp.ClientSession:
     )
 
 
+class StartupError(Exception):
+    """The server could not start; the message says why, for the operator."""
+
+
+class Service(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Service)
+
+
+@asynccontextmanager
+async def started(service: S) -> AsyncIterator[S]:
+    """`service`, started; stopped on the way out, also when its start failed half way."""
+    try:
+        await service.start()
+        yield service
+    finally:
+        await service.stop()
+
+
+@asynccontextmanager
+async def opened_store(settings: Settings) -> AsyncIterator[Store]:
+    store = SqliteStore(settings.db_path)
+    try:
+        await store.open()
+        yield store
+    finally:
+        await store.close()
+
+
+@asynccontextmanager
+async def opened_client_session(settings: Settings) -> AsyncIterator[aiohttp.ClientSession]:
+    session = client_session(settings)
+    try:
+        yield session
+    finally:
+        await session.close()
+
+
 async def resources(app: web.Application) -> AsyncIterator[None]:
-    """Everything the app opens, opened in order and closed in reverse, in one place."""
+    """Everything the app opens: opened in order, closed in reverse at shutdown.
+
+    aiohttp closes nothing when a start-up step fails, so the exit stack does: whatever was
+    opened before the failing step is closed again before the error goes out.
+    """
+    async with AsyncExitStack() as stack:
+        try:
+            await open_resources(app, stack)
+        except OSError as exc:
+            raise StartupError(f"could not start: {exc}") from exc
+        yield
+
+
+async def open_resources(app: web.Application, stack: AsyncExitStack) -> None:
     settings = app[SETTINGS]
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    loop_lag = LoopLagMonitor()
-    app[LOOP_LAG] = loop_lag
-    store = Store(settings.db_path)
-    await store.open()
-    bus = EventBus(store, SnapshotCache())
+    loop_lag = app[LOOP_LAG] = LoopLagMonitor()
+    store = app[STORE] = await stack.enter_async_context(opened_store(settings))
+    bus = app[BUS] = EventBus(store, SnapshotCache())
     await bus.start()
-    hub = Hub(bus, settings.ws_queue_limit)
-    app[WS_HUB] = hub
-    keyring = KeyRing(store)
-    await keyring.start()
-    sessions = SessionStore(store)
+    hub = app[WS_HUB] = Hub(bus, settings.ws_queue_limit)
+    stack.push_async_callback(hub.stop)
+    app[KEYRING] = await stack.enter_async_context(started(KeyRing(store)))
+    sessions = app[SESSIONS] = SessionStore(store)
     await sessions.load()
-    session = client_session(settings)
+    session = await stack.enter_async_context(opened_client_session(settings))
     # Looked for once: a missing ffmpeg is warned about once, here, and requests are
     # checked against this answer.
-    media_tools = detect_media_tools()
-    app[MEDIA_TOOLS] = media_tools
-    scheduler = Scheduler(
+    media_tools = app[MEDIA_TOOLS] = detect_media_tools()
+    scheduler = app[SCHEDULER] = Scheduler(
         settings,
         store,
         bus,
         Downloader(settings, session),
         build_pipeline(settings, media_tools),
     )
-    hooks = Hooks(settings, store, bus)
-    await hooks.start()
-    app[STORE] = store
-    app[BUS] = bus
-    app[KEYRING] = keyring
-    app[SESSIONS] = sessions
-    app[CLIENT_SESSION] = session
-    app[SCHEDULER] = scheduler
-    metrics = Metrics(scheduler, bus, store, loop_lag=loop_lag, sockets=hub)
-    app[METRICS] = metrics
+    app[QUERIES] = scheduler.queries
+    await stack.enter_async_context(started(Hooks(settings, store, bus)))
+    metrics = app[METRICS] = Metrics(scheduler, bus, store, loop_lag=loop_lag, sockets=hub)
     metrics.start()
-    await scheduler.start()
-    # Measured from here: start-up (migrations, thread start-up) is not serving anyone.
+    stack.callback(metrics.stop)
+    await stack.enter_async_context(started(scheduler))
+    # Measured from here to the start of shutdown: neither start-up (migrations, thread
+    # start-up) nor the teardown is serving anyone.
     loop_lag.start()
-    try:
-        yield
-    finally:
-        await hub.stop()
-        await scheduler.stop()
-        await hooks.stop()
-        metrics.stop()
-        await keyring.stop()
-        await session.close()
-        await store.close()
-        await loop_lag.stop()
+    stack.push_async_callback(loop_lag.stop)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import aiohttp
 from aiohttp import web
 
 from progress_server.auth import FailedLoginLimiter, KeyRing
@@ -11,18 +10,19 @@ from progress_server.fanout import Hub
 from progress_server.looplag import LoopLagMonitor
 from progress_server.metrics import Metrics
 from progress_server.processing.tools import MediaTools
+from progress_server.queries import TaskQueries
 from progress_server.scheduler import Scheduler
+from progress_server.sessions import SessionStore
 from progress_server.settings import Settings
 from progress_server.store import Store
-from progress_server.web.sessions import SessionStore
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 BUS = web.AppKey("bus", EventBus)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
+QUERIES = web.AppKey("queries", TaskQueries)
 KEYRING = web.AppKey("keyring", KeyRing)
 LOGIN_LIMITER = web.AppKey("login_limiter", FailedLoginLimiter)
-CLIENT_SESSION = web.AppKey("client_session", aiohttp.ClientSession)
 # Whether ffmpeg/ffprobe exist, found once at start-up.
 MEDIA_TOOLS = web.AppKey("media_tools", MediaTools)
 WS_HUB = web.AppKey("ws_hub", Hub)

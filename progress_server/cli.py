@@ -8,65 +8,99 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import shlex
 from collections.abc import Callable
+from dataclasses import MISSING, Field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin, get_type_hints
 
 import click
 
 from progress_server import __version__
-from progress_server.settings import Settings, default_data_dir
+from progress_server.settings import OPTION, Option, Settings
 
 ENV = "PROGRESS_SERVER_"
+SETTING_TYPES = get_type_hints(Settings)
+SETTING_FIELDS = {f.name: f for f in fields(Settings)}
 
 
 def _env(flag: str) -> str:
     return ENV + flag.upper().replace("-", "_")
 
 
-def _argv(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
-    """A command line split as a POSIX shell would, but never run by one."""
-    try:
-        return tuple(shlex.split(value)) if value else ()
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
+def _click_type(hint: Any, how: Option) -> Any:
+    """The click type of a setting, from its annotation (`int | None` counts as int)."""
+    if get_origin(hint) is tuple:
+        # Typed as strings: one per --flag, or one that `parse` splits.
+        return click.STRING
+    kind = next((arg for arg in get_args(hint) if arg is not type(None)), hint)
+    if kind is Path:
+        return click.Path(file_okay=False, path_type=Path)
+    if how.choices:
+        return click.Choice(how.choices)
+    if kind is int and (how.minimum is not None or how.maximum is not None):
+        low = None if how.minimum is None else int(how.minimum)
+        high = None if how.maximum is None else int(how.maximum)
+        return click.IntRange(low, high)
+    if kind is float and (how.minimum is not None or how.maximum is not None):
+        return click.FloatRange(how.minimum, how.maximum, min_open=how.minimum_open)
+    return {int: click.INT, float: click.FLOAT}.get(kind, click.STRING)
 
 
-def _http_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value and not value.startswith(("http://", "https://")):
-        raise click.BadParameter("must be an http:// or https:// URL")
-    return value or None
+def _parsed(setting: Field[Any], parse: Callable[[str], Any], repeated: bool) -> Any:
+    """A click callback: each typed value through `parse`; nothing typed is the default."""
 
-
-def serve_option(
-    flag: str, *decls: str, **kwargs: Any
-) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """A `serve` option that also reads `PROGRESS_SERVER_<FLAG>` and says so in --help."""
-    return click.option(flag, *decls, envvar=_env(flag[2:]), show_envvar=True, **kwargs)
-
-
-def data_dir_option(func: Any) -> Any:
-    return click.option(
-        "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=default_data_dir,
-        envvar=_env("data-dir"),
-        show_envvar=True,
-        show_default="$XDG_DATA_HOME/progress-server or ~/.local/share/progress-server",
-        help="Folder for the SQLite database and the downloaded files.",
-    )(func)
-
-
-def _networks(values: tuple[str, ...]) -> tuple[str, ...]:
-    import ipaddress
-
-    for value in values:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         try:
-            ipaddress.ip_network(value, strict=False)
+            if repeated:
+                return tuple(parse(each) for each in value)
+            return parse(value) if value else setting.default
         except ValueError as exc:
-            raise click.BadParameter(f"{value!r} is not an address or CIDR network") from exc
-    return tuple(values)
+            raise click.BadParameter(str(exc)) from exc
+
+    return callback
+
+
+def setting_option(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The click option of one Settings field, built from its `option(...)` metadata: flag,
+    help, range or choices, `PROGRESS_SERVER_<FLAG>` and the default, all from there."""
+    setting = SETTING_FIELDS[name]
+    how: Option = setting.metadata[OPTION]
+    hint = SETTING_TYPES[name]
+    flag = how.flag or name.replace("_", "-")
+    kwargs: dict[str, Any] = {
+        "help": how.help,
+        "envvar": _env(flag),
+        "show_envvar": True,
+        "metavar": how.metavar,
+    }
+    if hint is bool:
+        kwargs["is_flag"] = True
+    else:
+        kwargs["type"] = _click_type(hint, how)
+    if setting.default_factory is not MISSING:
+        kwargs["default"] = setting.default_factory
+        kwargs["show_default"] = how.default_text
+    elif how.parse is None:
+        # Only here: a parsed setting's callback turns "nothing typed" into the field's
+        # default, which is no value one could type (a tuple, None).
+        kwargs["default"] = setting.default
+        kwargs["show_default"] = setting.default is not None and hint is not bool
+    if how.repeatable:
+        kwargs["multiple"] = True
+    if how.parse is not None:
+        kwargs["callback"] = _parsed(setting, how.parse, how.repeatable)
+    return click.option(f"--{flag}", name, **kwargs)
+
+
+def serve_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Every Settings field that has `option(...)` metadata, in field order."""
+    for setting in reversed(fields(Settings)):
+        if OPTION in setting.metadata:
+            func = setting_option(setting.name)(func)
+    return func
+
+
+data_dir_option = setting_option("data_dir")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,178 +110,13 @@ def main() -> None:
 
 
 @main.command()
-@serve_option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to listen on.",
-)
-@serve_option(
-    "--port",
-    default=8000,
-    show_default=True,
-    type=click.IntRange(0, 65535),
-    help="TCP port to listen on.",
-)
-@data_dir_option
-@serve_option(
-    "--max-concurrent",
-    default=3,
-    show_default=True,
-    type=click.IntRange(1, 1000),
-    help="Downloads running at once; the rest wait as pending, in order.",
-)
-@serve_option(
-    "--max-per-host",
-    default=2,
-    show_default=True,
-    type=click.IntRange(1, 1000),
-    help="Downloads running at once from one host.",
-)
-@serve_option(
-    "--max-retries",
-    default=5,
-    show_default=True,
-    type=click.IntRange(0, 100),
-    help="Automatic retries of network errors, timeouts, 408, 429 and 5xx.",
-)
-@serve_option(
-    "--progress-interval",
-    default=0.25,
-    show_default=True,
-    type=click.FloatRange(0.01, 60),
-    help="Seconds between progress events of one task.",
-)
-@serve_option(
-    "--stall-timeout",
-    default=30.0,
-    show_default=True,
-    type=click.FloatRange(0.1, 3600),
-    help="Seconds without a byte before an attempt is aborted as a timeout.",
-)
-@serve_option(
-    "--connect-timeout",
-    default=30.0,
-    show_default=True,
-    type=click.FloatRange(0.1, 3600),
-    help="Seconds to wait for a connection to the origin.",
-)
-@serve_option(
-    "--max-size",
-    default=None,
-    type=click.IntRange(1),
-    help="Largest file accepted, in bytes (default: no limit).",
-)
-@serve_option(
-    "--read-timeout",
-    default=60.0,
-    show_default=True,
-    type=click.FloatRange(0.1, 3600),
-    help="Seconds to wait for the origin's response headers or any single read.",
-)
-@serve_option(
-    "--min-speed",
-    "min_speed_bps",
-    default=0.0,
-    show_default=True,
-    type=click.FloatRange(0),
-    help="Bytes per second; an attempt slower than this for --stall-timeout seconds is "
-    "aborted as a timeout and retried (0: off).",
-)
-@serve_option(
-    "--speed-limit",
-    "speed_limit_mbps",
-    default=None,
-    type=click.FloatRange(0, min_open=True),
-    help="Total download speed of the server in MB/s (10^6 bytes), shared by all tasks "
-    "(default: no limit). A task can also set its own max_speed_mbps.",
-)
-@serve_option(
-    "--min-free-space",
-    "min_free_bytes",
-    default=64 * 1024 * 1024,
-    show_default=True,
-    type=click.IntRange(0),
-    help="Bytes that must stay free on the downloads disk; a download that would eat into "
-    "them fails as disk_error, keeping its partial file.",
-)
-@serve_option(
-    "--deny-private-networks",
-    is_flag=True,
-    help="Refuse URLs that lead (after DNS and on every redirect) to loopback, private, "
-    "link-local or cloud metadata addresses. Turn on when untrusted users submit URLs.",
-)
-@serve_option(
-    "--allow-network",
-    "allow_networks",
-    multiple=True,
-    callback=lambda _ctx, _param, value: _networks(value),
-    help="With --deny-private-networks, still allow this address or CIDR network "
-    "(repeatable; the env var takes several separated by spaces).",
-)
-@serve_option(
-    "--loopback-only",
-    is_flag=True,
-    help="Download only from this machine (127.0.0.0/8, ::1, localhost), redirects "
-    "included, without resolving any other name: for tests, fuzzing and sandboxes.",
-)
-@serve_option(
-    "--max-processing",
-    default=1,
-    show_default=True,
-    type=click.IntRange(1, 64),
-    help="Transcodes running at once (probing and checksums never wait for one).",
-)
-@serve_option(
-    "--on-complete",
-    metavar="CMD",
-    callback=_argv,
-    help="Command run when a task completes or finally fails, e.g. 'notify.sh --loud'. "
-    "Split like a shell would (quotes work) but run without one: no pipes, no $VARS. "
-    "It gets PROGRESS_SERVER_TASK_ID, _STATE, _FILE, _FILENAME, _TASK_URL, _SIZE_MB, "
-    "_DURATION_SECONDS, _ERROR_TYPE, _ERROR_MESSAGE and _EVENT (the event JSON) in its "
-    "environment.",
-)
-@serve_option(
-    "--hook-timeout",
-    default=60.0,
-    show_default=True,
-    type=click.FloatRange(0.1, 86400),
-    help="Seconds an --on-complete command may run, and a --webhook request may take, "
-    "before it is abandoned.",
-)
-@serve_option(
-    "--webhook",
-    "webhook_url",
-    metavar="URL",
-    callback=_http_url,
-    help="POST the download.completed / final download.error event JSON here; retried "
-    "with backoff, each delivery recorded as a download.hook event.",
-)
-@serve_option(
-    "--webhook-secret",
-    metavar="SECRET",
-    help="Sign webhooks: X-Progress-Signature: sha256=<hex HMAC-SHA256 of the body>. "
-    "Prefer the environment variable: a flag shows in the process list.",
-)
-@serve_option(
-    "--metrics-loopback",
-    is_flag=True,
-    help="Let loopback addresses scrape /metrics without a key (elsewhere: an admin key).",
-)
-@serve_option(
-    "--log-format",
-    default="text",
-    show_default=True,
-    type=click.Choice(["text", "json"]),
-    help="Log lines for people (text) or machines (json).",
-)
+@serve_options
 def serve(**options: Any) -> None:
     """Run the server until SIGTERM or Ctrl-C."""
     from aiohttp import web
 
     from progress_server import logs
-    from progress_server.app import create_app
+    from progress_server.app import StartupError, create_app
     from progress_server.datalock import DataDirBusy, DataDirLock
 
     settings = Settings(**options)
@@ -261,14 +130,18 @@ def serve(**options: Any) -> None:
         raise click.ClickException(str(exc)) from exc
     log.info("serving on http://%s:%d, data in %s", settings.host, settings.port, settings.data_dir)
     with lock:
-        web.run_app(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            print=None,
-            access_log=None,
-            shutdown_timeout=5.0,
-        )
+        try:
+            web.run_app(
+                create_app(settings),
+                host=settings.host,
+                port=settings.port,
+                print=None,
+                access_log=None,
+                shutdown_timeout=5.0,
+            )
+        except StartupError as exc:
+            # Everything opened was closed again; the operator needs the reason, not a trace.
+            raise click.ClickException(str(exc)) from exc
     log.info("stopped")
 
 
@@ -278,10 +151,10 @@ def keys() -> None:
 
 
 def _with_store(data_dir: Path, action: Any) -> Any:
-    from progress_server.store import Store
+    from progress_server.store.sqlite import SqliteStore
 
     async def run() -> Any:
-        store = Store(Settings(data_dir=data_dir).db_path)
+        store = SqliteStore(Settings(data_dir=data_dir).db_path)
         await store.open()
         try:
             return await action(store)

@@ -26,7 +26,7 @@ from typing import Protocol
 import aiohttp
 from yarl import URL
 
-from progress_server import filenames
+from progress_server.downloads_dir import part_path
 from progress_server.models import ErrorType, Task
 from progress_server.netpolicy import NetworkPolicy, PolicyViolation, policy_for
 from progress_server.partfile import PartFile
@@ -106,7 +106,7 @@ class Downloader:
         self.global_bucket = TokenBucket(mbps_to_bps(limit)) if limit else None
 
     def part_path(self, filename: str) -> Path:
-        return self.settings.downloads_dir / filenames.part_name(filename)
+        return part_path(self.settings.downloads_dir, filename)
 
     def throttle_for(self, task: Task) -> Throttle:
         buckets = [self.global_bucket] if self.global_bucket else []

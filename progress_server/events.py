@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
 
 from progress_server.models import JSON, Event, EventName, Progress, TaskState
 from progress_server.snapshots import SnapshotCache
@@ -23,7 +22,7 @@ log = logging.getLogger(__name__)
 Subscriber = Callable[[Event], None]
 Persist = Callable[[Event], Awaitable[None]]
 
-# seq values are reserved in SQLite this many at a time, so progress events (which are not
+# seq values are reserved in the store this many at a time, so progress events (which are not
 # stored one by one) still never reuse a seq after a crash.
 SEQ_BLOCK = 10_000
 
@@ -64,10 +63,6 @@ class EventBus:
                 self._subscribers.remove(subscriber)
 
         return unsubscribe
-
-    @property
-    def subscriber_count(self) -> int:
-        return len(self._subscribers)
 
     async def publish(
         self,
@@ -116,5 +111,15 @@ class EventBus:
             except Exception:  # a broken subscriber must not stop the others
                 log.exception("event subscriber failed")
 
-    async def history(self, after_seq: int, **filters: Any) -> list[Event]:
-        return await self._store.events_after(after_seq, **filters)
+    async def history(
+        self,
+        after_seq: int,
+        *,
+        task_ids: Sequence[str] | None = None,
+        owner_key_id: int | None = None,
+        limit: int = 1000,
+    ) -> list[Event]:
+        """Stored events after `after_seq`, in seq order (progress ticks are not stored)."""
+        return await self._store.events_after(
+            after_seq, task_ids=task_ids, owner_key_id=owner_key_id, limit=limit
+        )

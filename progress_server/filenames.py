@@ -84,7 +84,10 @@ def from_content_disposition(header: str | None) -> str | None:
     try:
         _, params = parse_content_disposition(header)
         raw = content_disposition_filename(params, "filename")
-    except Exception:  # a malformed header is as good as none
+    except (LookupError, ValueError):
+        # An unknown charset (LookupError) or octets that do not decode in it
+        # (UnicodeDecodeError, a ValueError) in `filename*=`: as good as no header. Recent
+        # aiohttp already answers None for both; older releases let them out.
         return None
     return sanitise(raw) if raw else None
 

@@ -27,65 +27,28 @@ from progress_server.client import (
     TaskError,
     TaskRecord,
 )
+from progress_server.display import (
+    DASH,
+    STATE_LABELS,
+    format_eta,
+    format_percentage,
+    progress_figures,
+)
+from progress_server.record_text import record_name
 
-# States told apart by a symbol as well as by colour.
-STATE_STYLE = {
-    "pending": ("·", "dim"),
-    "downloading": ("↓", "cyan"),
-    "processing": ("⚙", "magenta"),
-    "completed": ("✓", "green"),
-    "failed": ("✗", "red"),
-    "cancelled": ("⊘", "yellow"),
-    "paused": ("‖", "yellow"),
+# Each state's colour; its symbol is the page's (display.STATE_LABELS).
+STATE_COLOURS = {
+    "pending": "dim",
+    "downloading": "cyan",
+    "processing": "magenta",
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "yellow",
+    "paused": "yellow",
 }
 PLAIN_PROGRESS_EVERY = 1.0
 # A server that stays away this long is reported as unreachable instead of waited for.
 GIVE_UP_AFTER = 300.0
-
-
-def fmt_bytes(count: int | None) -> str:
-    if count is None:
-        return "?"
-    value = float(count)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
-
-
-def fmt_pair(done: int, total: int | None) -> str:
-    """`8.7/20.0 MB`: the unit once when both share it."""
-    left, right = fmt_bytes(done), fmt_bytes(total)
-    left_number, _, left_unit = left.partition(" ")
-    if left_unit and right.endswith(" " + left_unit):
-        return f"{left_number}/{right}"
-    return f"{left}/{right}"
-
-
-def fmt_eta(seconds: int | None) -> str:
-    if seconds is None:
-        return "--:--"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def fmt_percentage(progress: ProgressInfo | None) -> str:
-    if progress is None or progress.get("percentage") is None:
-        return "?"
-    return f"{progress['percentage']:.1f}%"
-
-
-def display_name(record: TaskRecord) -> str:
-    """The file name, or the last part of the URL path until the origin has named it."""
-    result = record.get("result")
-    if result and result.get("filename"):
-        return result["filename"]
-    if record.get("filename"):
-        return str(record["filename"])
-    tail = record["url"].split("?", 1)[0].split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-    return tail or record["url"]
 
 
 @dataclass
@@ -107,7 +70,13 @@ class TaskView:
 
     @property
     def name(self) -> str:
-        return display_name(self.record)
+        return record_name(self.record)
+
+    @property
+    def step_percentage(self) -> float | None:
+        """How far the processing step got, when it says."""
+        value = (self.processing or {}).get("percentage")
+        return value if isinstance(value, int | float) else None
 
     def apply(self, event: Event) -> bool:
         """Take in one event; True if the state changed."""
@@ -229,34 +198,29 @@ class LiveView:
 
     def _draw(self, view: TaskView) -> None:
         assert self._bars is not None
-        symbol, style = STATE_STYLE.get(view.state, ("?", ""))
+        style = STATE_COLOURS.get(view.state, "")
+        symbol = STATE_LABELS.get(view.state, ("", "?"))[1]
         progress: dict[str, Any] = dict(view.progress or {})
         known_total = progress.get("total_bytes")
         done = progress.get("downloaded_bytes") or 0
-        label, pct = view.state, fmt_percentage(view.progress)
-        size = fmt_pair(done, known_total)
-        speed = eta = ""
+        shown = progress_figures(view.state, view.progress)
+        label, pct, speed, eta = view.state, shown.percentage, shown.speed, shown.eta
         bar_total, bar_done = known_total, done
         if view.processing is not None:
             label = f"processing: {view.processing.get('step') or ''}".rstrip(": ")
-            step_pct = view.processing.get("percentage")
-            known = isinstance(step_pct, int | float)
-            bar_total, bar_done = (100, step_pct) if known else (None, 0)
-            pct = f"{step_pct:.1f}%" if known else "?"
-            eta = fmt_eta(view.processing.get("eta_seconds")) if known else ""
-        elif view.state == "downloading":
-            speed = f"{progress.get('speed_mbps', 0.0):.1f} MB/s"
-            eta = fmt_eta(progress.get("eta_seconds"))
+            step = view.step_percentage
+            bar_total, bar_done = (100, step) if step is not None else (None, 0)
+            pct = format_percentage(step)
+            eta = format_eta(view.processing.get("eta_seconds")) if step is not None else DASH
         elif view.state == "completed":
             bar_total = bar_done = known_total or done or 1
-            pct = "100.0%"
-        else:
+        elif view.state != "downloading":
             # Pending or stopped: a bar of unknown length must not pulse as if working.
             bar_total = known_total or done or 1
         if view.state == "failed" and view.error:
             label = f"failed: {view.error.get('type', '')}"
         if view.stale:
-            label, speed, eta = "reconnecting…", "", ""
+            label, speed, eta = "reconnecting…", DASH, DASH
         self._bars.update(
             self._bar_ids[view.task_id],
             description=f"[{style}]{_escape(view.name)}[/]",
@@ -265,7 +229,7 @@ class LiveView:
             symbol=f"[{style}]{symbol}[/]",
             label=f"[{style}]{label}[/]",
             pct=pct,
-            size=size,
+            size=shown.size,
             speed=speed,
             eta=eta,
         )
@@ -275,17 +239,15 @@ class LiveView:
         if not force and now - view.last_plain < PLAIN_PROGRESS_EVERY:
             return
         view.last_plain = now
-        progress: dict[str, Any] = dict(view.progress or {})
         parts = [view.task_id[:8], view.name, view.state]
         if view.processing is not None:
-            parts.append(f"{view.processing.get('step')} {view.processing.get('percentage')}%")
-        elif progress:
-            parts.append(fmt_percentage(view.progress))
-            done = fmt_bytes(progress.get("downloaded_bytes"))
-            parts.append(f"{done}/{fmt_bytes(progress.get('total_bytes'))}")
+            step = format_percentage(view.step_percentage)
+            parts.append(f"{view.processing.get('step')} {step}")
+        elif view.progress:
+            shown = progress_figures(view.state, view.progress)
+            parts += [shown.percentage, shown.size]
             if view.state == "downloading":
-                parts.append(f"{progress.get('speed_mbps', 0.0):.1f} MB/s")
-                parts.append(f"ETA {fmt_eta(progress.get('eta_seconds'))}")
+                parts += [shown.speed, f"ETA {shown.eta}"]
         if view.state == "failed" and view.error:
             parts.append(f"{view.error.get('type')}: {view.error.get('message')}")
         self.console.print("  ".join(parts), highlight=False, markup=False, soft_wrap=True)

@@ -68,6 +68,10 @@ def iso_utc(ts: float | None = None) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+# The guide's progress figures, in its polling order (see Progress.to_wire).
+PROGRESS_KEYS = ("percentage", "downloaded_bytes", "total_bytes", "speed_mbps", "eta_seconds")
+
+
 @dataclass(frozen=True)
 class Progress:
     downloaded_bytes: int = 0
@@ -100,15 +104,7 @@ class Progress:
         return int(-(-remaining // self.speed_bps))
 
     def to_wire(self) -> JSON:
-        return {
-            "downloaded_bytes": self.downloaded_bytes,
-            "total_bytes": self.total_bytes,
-            "percentage": self.percentage,
-            "speed_mbps": self.speed_mbps,
-            "eta_seconds": self.eta_seconds,
-        }
-
-    def to_polling_wire(self) -> JSON:
+        """The guide's progress figures: in polling answers, records and events alike."""
         # The guide's polling response lists percentage first; JSON order is cosmetic but
         # matching the guide makes diffs against it readable.
         return {
@@ -122,6 +118,23 @@ class Progress:
 
 def size_mb(size_bytes: int) -> float:
     return round(size_bytes / 2**20, 2)
+
+
+# The task record's keys (`GET /api/downloads/{id}`): the guide's, always present, then the
+# *extra* ones that appear only when set. The OpenAPI Task schema and the client's
+# `TaskRecord` are checked against these two tuples (tests/test_openapi.py).
+TASK_RECORD_KEYS = (
+    "task_id",
+    "url",
+    "filename",
+    "state",
+    "progress",
+    "result",
+    "error",
+    "created_at",
+    "updated_at",
+)
+TASK_RECORD_OPTIONAL_KEYS = ("sha256", "options")
 
 
 @dataclass
@@ -153,7 +166,7 @@ class Task:
             "url": self.url,
             "filename": self.filename,
             "state": self.state.value,
-            "progress": shown.to_polling_wire(),
+            "progress": shown.to_wire(),
             "result": self.result,
             "error": self.error,
             "created_at": iso_utc(self.created_at),
@@ -194,10 +207,11 @@ class Event:
 
 
 def polling_wire(task_id: str, state: TaskState, progress: Progress, changed_at: float) -> JSON:
+    """The guide's polling response; also each task of a `subscribed` snapshot."""
     return {
         "task_id": task_id,
         "state": state.value,
-        "progress": progress.to_polling_wire(),
+        "progress": progress.to_wire(),
         "timestamp": iso_utc(changed_at),
     }
 

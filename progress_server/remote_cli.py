@@ -22,15 +22,9 @@ from progress_server.client import (
     ProgressClientError,
     TaskRecord,
 )
-from progress_server.live_view import (
-    LiveView,
-    display_name,
-    fmt_bytes,
-    fmt_eta,
-    fmt_percentage,
-    follow,
-)
+from progress_server.live_view import LiveView, follow
 from progress_server.models import TaskState
+from progress_server.record_text import describe, task_rows
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 STATES = tuple(state.value for state in TaskState)
@@ -107,67 +101,6 @@ def stderr_console() -> Console:
 
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
-
-
-def task_rows(records: list[TaskRecord]) -> str:
-    """An aligned table for people: short ids (any unique prefix works as an ID)."""
-    header = ("ID", "STATE", "DONE", "SIZE", "SPEED", "NAME", "NOTE")
-    rows = [header]
-    for record in records:
-        progress = record.get("progress")
-        speed = ""
-        if record["state"] == "downloading" and progress:
-            speed = f"{progress['speed_mbps']:.1f} MB/s"
-        size = fmt_bytes(progress.get("total_bytes")) if progress else "?"
-        if size == "?" and progress and progress.get("downloaded_bytes"):
-            size = fmt_bytes(progress["downloaded_bytes"]) + "+"
-        error = record.get("error")
-        note = f"{error['type']}: {error['message']}" if error else ""
-        rows.append(
-            (
-                record["task_id"][:8],
-                record["state"],
-                fmt_percentage(progress),
-                size,
-                speed,
-                display_name(record),
-                note,
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    lines = []
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        lines.append("  ".join([*cells, row[-1]]).rstrip())
-    return "\n".join(lines)
-
-
-def describe(record: TaskRecord) -> str:
-    progress = record["progress"]
-    lines = [
-        ("Task", record["task_id"]),
-        ("URL", record["url"]),
-        ("File", record["filename"] or "(not named yet)"),
-        ("State", record["state"]),
-    ]
-    figures = f"{fmt_percentage(progress)}  {fmt_bytes(progress['downloaded_bytes'])}"
-    figures += f" of {fmt_bytes(progress['total_bytes'])}"
-    if record["state"] == "downloading":
-        figures += f"  {progress['speed_mbps']:.1f} MB/s  ETA {fmt_eta(progress['eta_seconds'])}"
-    lines.append(("Progress", figures))
-    result = record.get("result")
-    if result:
-        summary = f"{result.get('filename')}, {result.get('size_mb')} MiB"
-        if result.get("duration_seconds") is not None:
-            summary += f", {result['duration_seconds']} s of media"
-        lines.append(("Result", summary))
-    error = record.get("error")
-    if error:
-        lines.append(("Error", f"{error.get('type')}: {error.get('message')}"))
-    if record.get("sha256"):
-        lines.append(("SHA-256", str(record.get("sha256"))))
-    lines += [("Created", record["created_at"]), ("Updated", record["updated_at"])]
-    return "\n".join(f"{label:<9} {value}" for label, value in lines)
 
 
 # --------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ class SnapshotCache:
     ) -> TaskSnapshot:
         current = self._tasks.get(task_id)
         if current is not None and current.state is state:
-            same = current.progress.to_polling_wire() == progress.to_polling_wire()
+            same = current.progress.to_wire() == progress.to_wire()
             if same:
                 return current
         self._version += 1

@@ -6,14 +6,15 @@
 // the page says so, reconnects with backoff, resumes with `after_seq` (the server replays
 // what was missed) and polls GET /api/progress every 2 s until the socket is back.
 //
-// Formatting mirrors progress_server/web/pageview.py, so a reload never changes how a
-// number reads.
+// Formatting mirrors progress_server/display.py (pinned by tests/unit/test_display.py), so a
+// reload never changes how a number reads.
 "use strict";
 
 (() => {
   const table = document.getElementById("tasks");
   if (!table) return;
 
+  // Labels and symbols: display.py's STATE_LABELS.
   const STATES = {
     pending: ["Queued", "○"],
     downloading: ["Downloading", "↓"],
@@ -52,7 +53,7 @@
   let lastFrameAt = 0;
   let ended = false;
 
-  // -- formatting (same rules as pageview.py) -------------------------------------------
+  // -- formatting (same rules as display.py) --------------------------------------------
 
   function formatBytes(count) {
     if (count === null || count === undefined) return DASH;

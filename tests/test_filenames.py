@@ -74,3 +74,27 @@ def test_inside_refuses_escapes(tmp_path: Path) -> None:
     for bad in ("../x", "/etc/passwd", "a/b"):
         with pytest.raises(ValueError):
             filenames.inside(tmp_path, bad)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize(
+    "header",
+    [
+        "attachment; filename*=no-such-charset''x.bin",
+        "attachment; filename*=ascii''%ff%fe.bin",
+        "attachment; filename*0*=no-such-charset''a; filename*1=b.bin",
+        "attachment; filename*0*=utf-8''%ff; filename*1=.bin",
+    ],
+)
+def test_an_undecodable_disposition_still_names_the_file(header: str) -> None:
+    # A charset that does not exist or octets that do not decode never fail the download:
+    # the name is what could be decoded, or the URL's.
+    name = filenames.choose(None, header, "http://example.com/from-url.bin", "t")
+    assert name and filenames.user_filename_problem(name) is None
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@given(st.text(max_size=300))
+def test_any_disposition_header_gives_a_plain_name_or_none(header: str) -> None:
+    name = filenames.from_content_disposition("attachment; filename*=" + header)
+    assert name is None or filenames.user_filename_problem(name) is None

@@ -3,6 +3,7 @@ exists, and what the server really answers validates against the documented sche
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from progress_server.app import create_app
+from progress_server.client import ProgressInfo, TaskRecord
+from progress_server.models import PROGRESS_KEYS, TASK_RECORD_KEYS, TASK_RECORD_OPTIONAL_KEYS
 from progress_server.openapi import build_document
 from progress_server.settings import Settings
 from tests.apiclient import Api
@@ -51,6 +54,45 @@ def test_every_route_is_documented_and_every_documented_route_exists(tmp_path: P
     assert routes - documented == set(), "routes missing from the OpenAPI document"
     assert documented - routes == set(), "documented routes the app does not have"
     assert ("/api/downloads", "post") in routes  # the comparison saw real routes
+
+
+def test_every_path_parameter_is_documented() -> None:
+    for path, item in build_document()["paths"].items():
+        named = set(re.findall(r"{(\w+)}", path))
+        for method, operation in item.items():
+            if method not in METHODS:
+                continue
+            parameters = [*item.get("parameters", []), *operation.get("parameters", [])]
+            declared = {p["name"] for p in parameters if p["in"] == "path"}
+            assert declared == named, (method, path)
+            assert all(p["required"] for p in parameters if p["in"] == "path"), (method, path)
+
+
+async def test_one_task_record_shape_in_the_server_the_document_and_the_client(
+    api: Api, origin: Origin
+) -> None:
+    """The record's keys are declared once (models); the server's answer, the OpenAPI Task
+    schema and the Python client's TaskRecord all carry exactly those."""
+    required, optional = set(TASK_RECORD_KEYS), set(TASK_RECORD_OPTIONAL_KEYS)
+    schemas = build_document()["components"]["schemas"]
+    assert set(schemas["Task"]["properties"]) == required | optional
+    assert set(schemas["Task"]["required"]) == required
+    assert TaskRecord.__required_keys__ == required
+    assert TaskRecord.__optional_keys__ == optional
+
+    plain = await api.submit(origin.url(size=1000))
+    assert plain.keys() == required
+    # The *extra* keys appear once the task has what they describe.
+    full = await api.submit(origin.url(size=1000, seed=2), sha256="0" * 64, max_speed_mbps=50)
+    assert full.keys() == required | optional
+    assert (await api.task(full["task_id"])).keys() == required | optional
+
+    progress = set(PROGRESS_KEYS)
+    assert set(schemas["PollingProgress"]["properties"]) == progress
+    assert set(schemas["PollingProgress"]["required"]) == progress
+    assert ProgressInfo.__required_keys__ == progress
+    assert plain["progress"].keys() == progress
+    assert (await api.progress(plain["task_id"]))["progress"].keys() == progress
 
 
 def test_document_is_openapi_31_with_bearer_auth_and_error_bodies() -> None:

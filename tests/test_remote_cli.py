@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import pty
+import re
 import select
 import shutil
 import subprocess
@@ -101,12 +102,25 @@ async def test_ls_table_shows_state_progress_name_and_error(api: Api, origin: Or
     by_id = {line.split()[0]: line for line in lines[1:]}
     completed_line = by_id[done["task_id"][:8]]
     assert "completed" in completed_line
-    assert "100.0%" in completed_line
+    assert "100.0 %" in completed_line
     assert "2.5 MB" in completed_line
     assert "report.pdf" in completed_line
     failed_line = by_id[failed["task_id"][:8]]
     assert "failed" in failed_line
     assert "http_error" in failed_line
+
+
+async def test_ls_names_an_unnamed_task_from_its_url_unquoted(api: Api, origin: Origin) -> None:
+    # Refused before the origin named a file: the name comes from the URL, as on the page.
+    failed = await api.submit(origin.url("/file/Quarterly Report.pdf", status=404))
+    assert "%20" in failed["url"]
+    record = await api.wait_for(failed["task_id"], "failed")
+    assert record["filename"] is None
+
+    result = await cli(api, "ls")
+    assert result.exit_code == 0, result.output
+    [line] = [line for line in result.stdout.splitlines() if line.startswith(failed["task_id"][:8])]
+    assert "Quarterly Report.pdf" in line
 
 
 async def test_show_accepts_a_unique_prefix(api: Api, origin: Origin) -> None:
@@ -261,7 +275,7 @@ async def test_add_wait_follows_progress_and_exits_zero(api: Api, origin: Origin
     lines = result.stderr.splitlines()
     assert any("downloading" in line and "%" in line for line in lines), result.stderr
     assert "completed" in lines[-1]
-    assert "100.0%" in lines[-1]
+    assert "100.0 %" in lines[-1]
     assert table(result)[1][1] == "completed"
 
 
@@ -342,9 +356,9 @@ async def test_add_wait_in_a_terminal_draws_a_moving_bar(api: Api, origin: Origi
     assert "clip.bin" in output
     # The bar is redrawn in place (cursor movement), with several different percentages.
     assert "\x1b[" in output
-    shown = {word for word in output.split() if word.endswith("%") and word[:-1][:1].isdigit()}
+    shown = set(re.findall(r"(?<![\d.])(\d+\.\d) %", output))
     assert len(shown) >= 3, shown
-    assert "100.0%" in shown
+    assert "100.0" in shown
     assert "━" in output
 
 

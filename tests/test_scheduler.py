@@ -1,8 +1,20 @@
-"""The scheduler: a global concurrency limit, submission order, and the rest pending."""
+"""The scheduler: a global concurrency limit, submission order, the rest pending, and slots
+that always come back."""
 
 from __future__ import annotations
 
-from tests.apiclient import Api
+from pathlib import Path
+
+from progress_server.app import client_session
+from progress_server.downloader import Downloader
+from progress_server.events import EventBus
+from progress_server.models import TaskState
+from progress_server.processing.build import build_pipeline
+from progress_server.scheduler import NewTask, Scheduler
+from progress_server.settings import Settings
+from progress_server.snapshots import SnapshotCache
+from progress_server.store.sqlite import SqliteStore
+from tests.apiclient import Api, eventually
 from tests.conftest import MakeApi
 from tests.origins import Origin
 
@@ -50,3 +62,36 @@ async def test_a_pending_task_reports_pending_until_a_slot_frees(
     assert polled["progress"]["downloaded_bytes"] == 0
     await api.json("POST", f"/api/downloads/{blocker['task_id']}/cancel")
     await api.wait_for(waiting["task_id"], "completed")
+
+
+async def test_a_run_stopped_before_its_first_step_frees_its_slot(
+    tmp_path: Path, origin: Origin
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", max_concurrent=1, min_free_bytes=0)
+    store = SqliteStore(settings.db_path)
+    await store.open()
+    key_id = await store.create_key("k", "hash", False)
+    bus = EventBus(store, SnapshotCache())
+    await bus.start()
+    session = client_session(settings)
+    scheduler = Scheduler(
+        settings, store, bus, Downloader(settings, session), build_pipeline(settings)
+    )
+    await scheduler.start()
+    try:
+        first, _ = await scheduler.submit(key_id, NewTask(origin.url(size=1000, seed=1)))
+        # No await in between: its run exists but has not taken a step yet.
+        cancelled = await scheduler.cancel(first)
+        assert cancelled.state is TaskState.CANCELLED
+        second, _ = await scheduler.submit(key_id, NewTask(origin.url(size=1000, seed=2)))
+
+        async def second_completed() -> bool:
+            stored = await store.get_task(second.task_id)
+            return stored is not None and stored.state is TaskState.COMPLETED
+
+        await eventually(second_completed, within=30)
+        assert scheduler.active_downloads == 0
+    finally:
+        await scheduler.stop()
+        await session.close()
+        await store.close()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
+import pytest
+
 from progress_server.resources import migrations_dir
-from progress_server.store import Store
+from progress_server.store.sqlite import SqliteStore
 from tests.apiclient import Api, eventually, read_only_db
 from tests.origins import Origin
 
@@ -15,7 +18,7 @@ async def test_migrations_are_applied_once_and_recorded(tmp_path: Path) -> None:
     shipped = sorted(int(p.name.split("_", 1)[0]) for p in migrations_dir().glob("*.sql"))
     assert shipped[0] == 1
 
-    store = Store(db_path)
+    store = SqliteStore(db_path)
     await store.open()
     assert await store.applied_migrations() == shipped
     await store.create_key("k", "hash", False)
@@ -27,7 +30,7 @@ async def test_migrations_are_applied_once_and_recorded(tmp_path: Path) -> None:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
     # Re-opening applies nothing again (a second CREATE TABLE would fail) and keeps data.
-    again = Store(db_path)
+    again = SqliteStore(db_path)
     await again.open()
     assert await again.applied_migrations() == shipped
     assert [k.name for k in await again.list_keys()] == ["k"]
@@ -65,7 +68,7 @@ async def test_seq_never_repeats_after_a_reopen(tmp_path: Path) -> None:
     from progress_server.models import EventName, TaskState
     from progress_server.snapshots import SnapshotCache
 
-    store = Store(tmp_path / "progress.db")
+    store = SqliteStore(tmp_path / "progress.db")
     await store.open()
     bus = EventBus(store, SnapshotCache())
     await bus.start()
@@ -73,10 +76,42 @@ async def test_seq_never_repeats_after_a_reopen(tmp_path: Path) -> None:
     last = await bus.publish(EventName.PROGRESS, "t", 1, TaskState.DOWNLOADING)
     await store.close()
 
-    store = Store(tmp_path / "progress.db")
+    store = SqliteStore(tmp_path / "progress.db")
     await store.open()
     bus = EventBus(store, SnapshotCache())
     await bus.start()
     after = await bus.publish(EventName.PROGRESS, "t", 1, TaskState.DOWNLOADING)
     await store.close()
     assert after.seq > last.seq
+
+
+async def test_a_failing_migration_leaves_nothing_and_a_fixed_one_is_recorded(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    for shipped in migrations_dir().glob("*.sql"):
+        (folder / shipped.name).write_text(shipped.read_text())
+    # A quote in the name: the bookkeeping row is written with parameters, not pasted text.
+    extra = folder / "0099_o'brien.sql"
+    extra.write_text("CREATE TABLE extra (x INTEGER);\nINSERT INTO no_such_table VALUES (1);\n")
+    db_path = tmp_path / "progress.db"
+
+    store = SqliteStore(db_path, migrations=folder)
+    with pytest.raises(sqlite3.OperationalError, match="no_such_table"):
+        await store.open()
+    await store.close()
+    with read_only_db(db_path) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        assert "extra" not in tables, "half a migration must not stay applied"
+        versions = [row[0] for row in db.execute("SELECT version FROM schema_migrations")]
+        assert 99 not in versions and 1 in versions
+
+    extra.write_text("CREATE TABLE extra (x INTEGER);\n")
+    store = SqliteStore(db_path, migrations=folder)
+    await store.open()
+    assert (await store.applied_migrations())[-1] == 99
+    await store.close()
+    with read_only_db(db_path) as db:
+        row = db.execute("SELECT name FROM schema_migrations WHERE version = 99").fetchone()
+        assert row == ("0099_o'brien.sql",)

@@ -16,7 +16,8 @@ import math
 import time
 from pathlib import Path
 
-from progress_server.models import JSON, ErrorType
+from progress_server.downloads_dir import scratch_path
+from progress_server.models import ErrorType
 from progress_server.processing.pipeline import ProcessingContext, ProcessingError
 from progress_server.processing.presets import Preset
 from progress_server.processing.probe import Prober
@@ -26,24 +27,6 @@ from progress_server.processing.tools import MediaTools
 log = logging.getLogger(__name__)
 
 STEP = "transcode"
-
-
-def scratch_path(downloads_dir: Path, task_id: str, extension: str) -> Path:
-    return downloads_dir / f".{task_id}.transcode.{extension}"
-
-
-def remove_scratch(downloads_dir: Path, task_id: str) -> None:
-    """Remove whatever a stopped or crashed transcode of this task left behind."""
-    for leftover in downloads_dir.glob(f".{task_id}.transcode.*"):
-        with contextlib.suppress(FileNotFoundError):
-            leftover.unlink()
-
-
-def source_filename(result: JSON | None) -> str | None:
-    """The original download a transcoded result was made from (kept beside it)."""
-    transcode = (result or {}).get("transcode")
-    name = transcode.get("source_filename") if isinstance(transcode, dict) else None
-    return name if isinstance(name, str) and name else None
 
 
 class ProgressReader:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from progress_server.appkeys import KEYRING, LOGIN_LIMITER, SESSIONS
+from progress_server.appkeys import KEYRING, LOGIN_LIMITER
 from progress_server.auth import Principal, bearer_token
 from progress_server.web.errors import ApiError, Handler
-from progress_server.web.sessions import CSRF_HEADER, same_origin
+from progress_server.web.sessions import CSRF_HEADER, request_session, same_origin
 
 # Typed request state, as AppKeys are for the app (web.RequestKey: aiohttp 3.14).
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -63,7 +63,7 @@ async def authenticate_request(request: web.Request) -> Principal | None:
 
 
 def session_principal(request: web.Request) -> Principal | None:
-    session = request.app[SESSIONS].from_request(request)
+    session = request_session(request)
     if session is None:
         return None
     found = request.app[KEYRING].principal_by_id(session.key_id)

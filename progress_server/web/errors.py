@@ -1,7 +1,9 @@
 """One error renderer: every failure becomes `{"error": {"type", "message"}}` (or a page).
 
-Bad input must never produce a 5xx or a traceback, so aiohttp's own HTTP errors (unknown
-route, wrong method, body too large) are translated here too.
+The domain's refusals (progress_server/errors.py) are mapped to statuses here and nowhere
+else, for API, page and WebSocket-upgrade callers alike. Bad input must never produce a 5xx
+or a traceback, so aiohttp's own HTTP errors (unknown route, wrong method, body too large)
+are translated here too.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+
+from progress_server.errors import Conflict, DomainError, NotFound, ShuttingDown
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +31,7 @@ _TYPES_BY_STATUS = {
     415: "unsupported_media_type",
     422: "validation_error",
     429: "rate_limited",
+    503: "unavailable",
 }
 
 
@@ -47,6 +52,18 @@ class ApiError(Exception):
 
 def not_found(what: str = "task") -> ApiError:
     return ApiError(404, f"no such {what}")
+
+
+def from_domain(error: DomainError) -> ApiError:
+    """The HTTP answer to a refusal of the domain's."""
+    if isinstance(error, ShuttingDown):
+        # The OpenAPI document promises Retry-After on every 503.
+        return ApiError(503, error.message, headers={"Retry-After": str(error.retry_after)})
+    if isinstance(error, Conflict):
+        return ApiError(409, error.message)
+    if isinstance(error, NotFound):
+        return ApiError(404, error.message)
+    return ApiError(400, error.message)
 
 
 def error_payload(error_type: str, message: str) -> dict[str, dict[str, str]]:
@@ -96,6 +113,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as error:
         return render(request, error)
+    except DomainError as error:
+        return render(request, from_domain(error))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -14,16 +14,16 @@ import jinja2
 from aiohttp import web
 
 from progress_server.appkeys import (
-    BUS,
     KEYRING,
     LOGIN_LIMITER,
     MEDIA_TOOLS,
+    QUERIES,
     SCHEDULER,
     SESSIONS,
 )
 from progress_server.auth import Principal
 from progress_server.resources import templates_dir
-from progress_server.scheduler import Conflict
+from progress_server.sessions import Session
 from progress_server.web.auth import client_address
 from progress_server.web.errors import ApiError
 from progress_server.web.pageview import DASH, STATE_LABELS, TaskRow, task_row
@@ -31,11 +31,12 @@ from progress_server.web.requests import new_task, visible_task
 from progress_server.web.sessions import (
     COOKIE,
     CSRF_FIELD,
-    Session,
     clear_cookie,
+    request_session,
     same_origin,
     set_cookie,
 )
+from progress_server.web.tasks import actions
 
 # The page shows the newest tasks; the API's cursor pages reach the rest.
 PAGE_LIMIT = 200
@@ -45,7 +46,6 @@ PRESETS = (
     ("mp3", "Extract MP3 audio"),
     ("remux-mp4", "Remux into MP4"),
 )
-ACTIONS = ("pause", "resume", "cancel", "retry", "delete")
 
 _PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -90,7 +90,7 @@ def _see_other(location: str = "/") -> web.Response:
 
 
 def _session(request: web.Request) -> tuple[Session, Principal] | None:
-    session = request.app[SESSIONS].from_request(request)
+    session = request_session(request)
     if session is None:
         return None
     who = request.app[KEYRING].principal_by_id(session.key_id)
@@ -137,20 +137,18 @@ async def index(request: web.Request) -> web.Response:
     if found is None:
         return _login_page(request)
     session, who = found
-    scheduler = request.app[SCHEDULER]
+    queries = request.app[QUERIES]
     # Read before the tasks: events after this seq are replayed by the page's socket, so
     # nothing that happens while the page renders is missed.
-    seq = request.app[BUS].last_seq
-    tasks = await scheduler.store.list_tasks(
-        who.owner_filter, (), PAGE_LIMIT + 1, 0, newest_first=True
-    )
-    rows = [task_row(task, scheduler.live_progress(task)) for task in tasks[:PAGE_LIMIT]]
+    seq = queries.last_seq
+    page = await queries.list_tasks(who, (), PAGE_LIMIT, 0, newest_first=True)
+    rows = [task_row(task, queries.live_progress(task)) for task in page.tasks]
     context = {
         "who": who,
         "csrf": session.csrf_token,
         "seq": seq,
         "rows": rows,
-        "more": len(tasks) > PAGE_LIMIT,
+        "more": page.next_after is not None,
         "limit": PAGE_LIMIT,
         "presets": PRESETS,
         "blank": _blank_row(),
@@ -202,10 +200,7 @@ async def add_download(request: web.Request) -> web.Response:
         body["post_process"] = {"transcode": preset}
     # With the server's media tools, a transcode it cannot run is refused now, not later.
     new = new_task(body, None, request.app[MEDIA_TOOLS])
-    scheduler = request.app[SCHEDULER]
-    if not scheduler.accepting:
-        raise ApiError(503, "the server is shutting down", "unavailable")
-    await scheduler.submit(who.key_id, new)
+    await request.app[SCHEDULER].submit(who.key_id, new)
     return _see_other()
 
 
@@ -214,16 +209,11 @@ async def task_action(request: web.Request) -> web.Response:
     action = request.match_info["action"]
     task = await visible_task(request, who)
     scheduler = request.app[SCHEDULER]
-    if action in ("retry", "resume") and not scheduler.accepting:
-        raise ApiError(503, "the server is shutting down", "unavailable")
-    try:
-        if action == "delete":
-            # The page removes the task from the list; a finished file stays on disk.
-            await scheduler.delete(task, delete_file=False)
-        else:
-            await getattr(scheduler, action)(task)
-    except Conflict as exc:
-        raise ApiError(409, str(exc)) from exc
+    if action == "delete":
+        # The page removes the task from the list; a finished file stays on disk.
+        await scheduler.delete(task, delete_file=False)
+    else:
+        await actions(scheduler)[action](task)
     return _see_other()
 
 

@@ -6,21 +6,12 @@ import hashlib
 
 from aiohttp import web
 
-from progress_server.appkeys import BUS
-from progress_server.auth import Principal
-from progress_server.snapshots import TaskSnapshot
+from progress_server.appkeys import QUERIES
 from progress_server.web.auth import principal
 from progress_server.web.errors import ApiError, not_found
 from progress_server.web.requests import int_param, is_task_id
 
 MAX_BATCH = 200
-
-
-def _visible(request: web.Request, who: Principal, task_id: str) -> TaskSnapshot | None:
-    snapshot = request.app[BUS].snapshots.get(task_id)
-    if snapshot is None or not who.may_see(snapshot.owner_key_id):
-        return None
-    return snapshot
 
 
 def _matches(request: web.Request, etag: str) -> bool:
@@ -31,7 +22,7 @@ def _matches(request: web.Request, etag: str) -> bool:
 
 
 async def get_progress(request: web.Request) -> web.Response:
-    snapshot = _visible(request, principal(request), request.match_info["task_id"])
+    snapshot = request.app[QUERIES].snapshot(principal(request), request.match_info["task_id"])
     if snapshot is None:
         raise not_found()
     headers = {"ETag": snapshot.etag, "Cache-Control": "no-cache"}
@@ -51,7 +42,8 @@ async def get_progress_batch(request: web.Request) -> web.Response:
         raise ApiError(400, "every task_id must be a task id (a UUID)")
     # Unknown and foreign ids are left out alike, so a batch reveals nothing a single poll
     # would not; duplicates are answered once.
-    snapshots = [s for s in (_visible(request, who, i) for i in dict.fromkeys(ids)) if s]
+    queries = request.app[QUERIES]
+    snapshots = [s for s in (queries.snapshot(who, i) for i in dict.fromkeys(ids)) if s]
     etag = '"b' + hashlib.sha1("".join(s.etag for s in snapshots).encode()).hexdigest()[:20] + '"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if _matches(request, etag):
@@ -64,5 +56,5 @@ async def all_events(request: web.Request) -> web.Response:
     who = principal(request)
     after = int_param(request, "after_seq", 0, 0, 2**62)
     limit = int_param(request, "limit", 1000, 1, 5000)
-    events = await request.app[BUS].history(after, owner_key_id=who.owner_filter, limit=limit)
+    events = await request.app[QUERIES].history(who, after, limit)
     return web.json_response({"events": [e.to_wire() for e in events]})

@@ -13,7 +13,7 @@ from aiohttp import web
 from yarl import URL
 
 from progress_server import filenames
-from progress_server.appkeys import SCHEDULER
+from progress_server.appkeys import QUERIES
 from progress_server.auth import Principal
 from progress_server.models import Task, TaskState
 from progress_server.processing.options import InvalidPostProcess, accept_post_process
@@ -168,7 +168,4 @@ async def visible_task(request: web.Request, who: Principal) -> Task:
     task_id = request.match_info["task_id"]
     if not is_task_id(task_id):
         raise not_found()
-    task = await request.app[SCHEDULER].get(task_id)
-    if task is None or not who.may_see(task.owner_key_id):
-        raise not_found()
-    return task
+    return await request.app[QUERIES].visible_task(who, task_id)

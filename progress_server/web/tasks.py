@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 from aiohttp import web
 
-from progress_server.appkeys import MEDIA_TOOLS, SCHEDULER, SETTINGS
-from progress_server.models import Task, TaskState
-from progress_server.scheduler import Conflict, Scheduler
+from progress_server.appkeys import MEDIA_TOOLS, QUERIES, SCHEDULER
+from progress_server.models import Task
+from progress_server.queries import TaskQueries
+from progress_server.scheduler import Scheduler
 from progress_server.web.auth import principal
-from progress_server.web.errors import ApiError
 from progress_server.web.requests import (
     bool_param,
     decode_cursor,
@@ -22,62 +23,60 @@ from progress_server.web.requests import (
     visible_task,
 )
 
-
-def record(scheduler: Scheduler, task: Task) -> dict[str, object]:
-    return task.to_wire(scheduler.live_progress(task))
+Action = Callable[[Task], Awaitable[Task]]
 
 
-def _unavailable() -> ApiError:
-    return ApiError(503, "the server is shutting down", "unavailable", {"Retry-After": "5"})
+def record(queries: TaskQueries, task: Task) -> dict[str, object]:
+    return task.to_wire(queries.live_progress(task))
 
 
 async def create_download(request: web.Request) -> web.Response:
     who = principal(request)
-    scheduler = request.app[SCHEDULER]
     new = new_task(
         await json_object(request),
         request.headers.get("Idempotency-Key"),
         request.app[MEDIA_TOOLS],
     )
-    if not scheduler.accepting:
-        raise _unavailable()
-    task, created = await scheduler.submit(who.key_id, new)
+    task, created = await request.app[SCHEDULER].submit(who.key_id, new)
     location = f"/api/downloads/{task.task_id}"
     return web.json_response(
-        record(scheduler, task), status=201 if created else 200, headers={"Location": location}
+        record(request.app[QUERIES], task),
+        status=201 if created else 200,
+        headers={"Location": location},
     )
 
 
 async def list_downloads(request: web.Request) -> web.Response:
     who = principal(request)
-    scheduler = request.app[SCHEDULER]
+    queries = request.app[QUERIES]
     limit = int_param(request, "limit", 50, 1, 500)
     after = decode_cursor(request.query.get("cursor"))
-    # One extra row tells whether another page exists without a second query.
-    tasks = await scheduler.store.list_tasks(
-        who.owner_filter, states_param(request), limit + 1, after
-    )
-    next_cursor = encode_cursor(tasks[limit - 1].order) if len(tasks) > limit else None
+    page = await queries.list_tasks(who, states_param(request), limit, after)
+    next_cursor = None if page.next_after is None else encode_cursor(page.next_after)
     return web.json_response(
-        {"tasks": [record(scheduler, t) for t in tasks[:limit]], "next_cursor": next_cursor}
+        {"tasks": [record(queries, t) for t in page.tasks], "next_cursor": next_cursor}
     )
 
 
 async def get_download(request: web.Request) -> web.Response:
     task = await visible_task(request, principal(request))
-    return web.json_response(record(request.app[SCHEDULER], task))
+    return web.json_response(record(request.app[QUERIES], task))
+
+
+def actions(scheduler: Scheduler) -> dict[str, Action]:
+    """The task actions by the name a route or form uses, as the scheduler's methods."""
+    return {
+        "cancel": scheduler.cancel,
+        "retry": scheduler.retry,
+        "pause": scheduler.pause,
+        "resume": scheduler.resume,
+    }
 
 
 async def _act(request: web.Request, action: str) -> web.Response:
     task = await visible_task(request, principal(request))
-    scheduler = request.app[SCHEDULER]
-    if action in ("retry", "resume") and not scheduler.accepting:
-        raise _unavailable()
-    try:
-        task = await getattr(scheduler, action)(task)
-    except Conflict as exc:
-        raise ApiError(409, str(exc)) from exc
-    return web.json_response(record(scheduler, task))
+    task = await actions(request.app[SCHEDULER])[action](task)
+    return web.json_response(record(request.app[QUERIES], task))
 
 
 async def cancel_download(request: web.Request) -> web.Response:
@@ -105,13 +104,9 @@ async def delete_download(request: web.Request) -> web.Response:
 
 async def download_file(request: web.Request) -> web.StreamResponse:
     task = await visible_task(request, principal(request))
-    if task.state is not TaskState.COMPLETED or not task.filename:
-        raise ApiError(409, f"the task is {task.state.value}; its file is ready once completed")
-    path = request.app[SETTINGS].downloads_dir / task.filename
-    if not path.is_file():
-        raise ApiError(404, "the file is no longer on disk", "not_found")
+    path = request.app[QUERIES].finished_file(task)
     response = web.FileResponse(path, chunk_size=256 * 1024)
-    response.headers["Content-Disposition"] = _attachment(task.filename)
+    response.headers["Content-Disposition"] = _attachment(path.name)
     return response
 
 
@@ -124,5 +119,5 @@ async def task_events(request: web.Request) -> web.Response:
     task = await visible_task(request, principal(request))
     after = int_param(request, "after_seq", 0, 0, 2**62)
     limit = int_param(request, "limit", 1000, 1, 5000)
-    events = await request.app[SCHEDULER].bus.history(after, task_ids=[task.task_id], limit=limit)
+    events = await request.app[QUERIES].task_history(task, after, limit)
     return web.json_response({"events": [e.to_wire() for e in events]})

@@ -31,9 +31,9 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from progress_server.appkeys import KEYRING, LOGIN_LIMITER, WS_HUB
 from progress_server.auth import Principal
+from progress_server.errors import ShuttingDown
 from progress_server.fanout import CLOSE_GRACE_SECONDS, Listener, Refused
 from progress_server.web.auth import PRINCIPAL, client_address
-from progress_server.web.errors import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def upgrade_principal(request: web.Request) -> Principal | None:
 async def progress_ws(request: web.Request) -> web.WebSocketResponse:
     hub = request.app[WS_HUB]
     if not hub.accepting:
-        raise ApiError(503, "the server is shutting down", "unavailable")
+        raise ShuttingDown()
     # Frames are small JSON; compressing each one for every client costs more CPU than the
     # bandwidth it saves on the loopback and LAN links this server lives on.
     ws = web.WebSocketResponse(

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from progress_server.models import Event, EventName, Task
-from progress_server.processing.hookresult import HookOutcome
+from progress_server.notifications.hookresult import HookOutcome
 from progress_server.processing.processes import run_tool
 
 ENV_PREFIX = "PROGRESS_SERVER_"

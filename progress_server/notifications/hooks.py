@@ -18,9 +18,9 @@ from typing import Literal
 
 from progress_server.events import EventBus
 from progress_server.models import Event, EventName, TaskState
-from progress_server.processing.command import hook_environment, run_command
-from progress_server.processing.hookresult import HookOutcome
-from progress_server.processing.webhook import WebhookSender
+from progress_server.notifications.command import hook_environment, run_command
+from progress_server.notifications.hookresult import HookOutcome
+from progress_server.notifications.webhook import WebhookSender
 from progress_server.settings import Settings
 from progress_server.store import Store
 

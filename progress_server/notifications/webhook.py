@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from progress_server.models import Event
-from progress_server.processing.hookresult import HookOutcome
+from progress_server.notifications.hookresult import HookOutcome
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,73 @@
+"""The server's JSON as the client hands it out: typed dicts for records, progress and events.
+
+Records and events are plain dicts exactly as the server sends them; `TaskRecord`'s keys are
+checked against the server's own (`progress_server.models.TASK_RECORD_KEYS`) by
+tests/test_openapi.py.
+"""
+
+# No `from __future__ import annotations` here: TypedDict reads NotRequired[...] from the
+# evaluated annotations, and string annotations would make every key required at runtime.
+from typing import Any, NotRequired, TypedDict
+
+FINAL_STATES = frozenset({"completed", "failed", "cancelled"})
+"""States a task leaves only through an explicit `retry`."""
+
+
+class ProgressInfo(TypedDict):
+    """The guide's progress figures. `total_bytes`, `percentage` and `eta_seconds` are
+    None while the size is unknown; `speed_mbps` is decimal megabytes per second."""
+
+    percentage: float | None
+    downloaded_bytes: int
+    total_bytes: int | None
+    speed_mbps: float
+    eta_seconds: int | None
+
+
+class TaskError(TypedDict):
+    type: str
+    message: str
+
+
+class TaskResult(TypedDict):
+    filename: str
+    size_mb: float
+    duration_seconds: int | None
+
+
+class TaskRecord(TypedDict):
+    """One download task, as `GET /api/downloads/{id}` returns it."""
+
+    task_id: str
+    url: str
+    filename: str | None
+    state: str
+    progress: ProgressInfo
+    result: TaskResult | None
+    error: TaskError | None
+    created_at: str
+    updated_at: str
+    sha256: NotRequired[str]
+    options: NotRequired[dict[str, Any]]
+
+
+class Event(TypedDict, total=False):
+    """A frame from the WebSocket or a history entry.
+
+    `event` names it: `download.queued`, `.started`, `.progress`, `.processing`,
+    `.completed`, `.error`, `.cancelled`, `.paused`, or `subscribed` (the current snapshot
+    of a task, sent when a subscription starts; for `"*"` it carries `tasks`, a snapshot of
+    every unfinished task). Which of the other keys are present depends on the event, as in
+    the guide.
+    """
+
+    event: str
+    task_id: str
+    seq: int
+    state: str
+    timestamp: str
+    progress: ProgressInfo
+    result: TaskResult
+    error: TaskError
+    processing: dict[str, Any]
+    tasks: list[dict[str, Any]]

@@ -1,0 +1,178 @@
+"""The component schemas of the OpenAPI document: every JSON body the server sends or takes.
+
+The record's and the progress figures' keys come from `progress_server.models`, where the
+server builds them; `tests/test_openapi.py` checks the properties against those keys.
+"""
+
+from __future__ import annotations
+
+from progress_server.models import (
+    PROGRESS_KEYS,
+    TASK_RECORD_KEYS,
+    ErrorType,
+    EventName,
+    TaskState,
+)
+from progress_server.openapi.blocks import JSON, extra, nullable, ref
+from progress_server.processing.presets import PRESETS
+
+
+def schemas() -> JSON:
+    states = [s.value for s in TaskState]
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["type", "message"],
+                    "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+                }
+            },
+        },
+        "TaskState": {
+            "type": "string",
+            "enum": states,
+            "description": "The guide's states; `paused` is *extra*.",
+        },
+        "PollingProgress": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": list(PROGRESS_KEYS),
+            "properties": {
+                "percentage": nullable("number", minimum=0, maximum=100),
+                "downloaded_bytes": {"type": "integer", "minimum": 0},
+                "total_bytes": nullable("integer", minimum=0),
+                "speed_mbps": {"type": "number", "minimum": 0, "description": "10^6 bytes/s"},
+                "eta_seconds": nullable("integer", minimum=0),
+            },
+        },
+        "Polling": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["task_id", "state", "progress", "timestamp"],
+            "properties": {
+                "task_id": {"type": "string", "format": "uuid"},
+                "state": ref("TaskState"),
+                "progress": ref("PollingProgress"),
+                "timestamp": {"type": "string", "format": "date-time"},
+            },
+        },
+        "PollingBatch": extra(
+            {
+                "type": "object",
+                "required": ["tasks"],
+                "properties": {"tasks": {"type": "array", "items": ref("Polling")}},
+            },
+            "one polling response per visible task named; unknown ids are left out.",
+        ),
+        "TaskError": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {
+                "type": {"type": "string", "enum": [e.value for e in ErrorType]},
+                "message": {"type": "string"},
+                "retryable": extra({"type": "boolean"}, "whether the server will retry."),
+                "status": extra({"type": "integer"}, "the origin's HTTP status."),
+            },
+        },
+        "Result": {
+            "type": "object",
+            "required": ["filename", "size_mb", "duration_seconds"],
+            "properties": {
+                "filename": {"type": "string"},
+                "size_mb": {"type": "number", "description": "bytes / 2^20, two decimals"},
+                "duration_seconds": nullable("number"),
+            },
+        },
+        "Task": {
+            "type": "object",
+            "required": list(TASK_RECORD_KEYS),
+            "properties": {
+                "task_id": {"type": "string", "format": "uuid"},
+                "url": {"type": "string"},
+                "filename": nullable("string"),
+                "state": ref("TaskState"),
+                "progress": ref("PollingProgress"),
+                "result": {"oneOf": [ref("Result"), {"type": "null"}]},
+                "error": {"oneOf": [ref("TaskError"), {"type": "null"}]},
+                "created_at": {"type": "string", "format": "date-time"},
+                "updated_at": {"type": "string", "format": "date-time"},
+                "sha256": extra({"type": "string"}, "the checksum the file must have."),
+                "options": extra({"type": "object"}, "per-task options given at submission."),
+            },
+        },
+        "TaskList": {
+            "type": "object",
+            "required": ["tasks", "next_cursor"],
+            "properties": {
+                "tasks": {"type": "array", "items": ref("Task")},
+                "next_cursor": nullable("string"),
+            },
+        },
+        "NewDownload": {
+            "type": "object",
+            "required": ["url"],
+            "additionalProperties": False,
+            "properties": {
+                "url": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 8192,
+                    "pattern": "^[hH][tT][tT][pP][sS]?://[^\\s]+$",
+                    "description": "An http:// or https:// URL.",
+                },
+                # Optional fields take null as "not given", as the parser does.
+                "filename": {
+                    "type": ["string", "null"],
+                    "minLength": 1,
+                    "description": "A plain name: no `/`, `\\`, `..`, NUL, leading dot, "
+                    "nor over 255 bytes (else 422).",
+                },
+                "sha256": {"type": ["string", "null"], "pattern": "^[0-9a-fA-F]{64}$"},
+                "max_speed_mbps": extra(
+                    {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1e6},
+                    "a speed limit for this task, in 10^6 bytes/s.",
+                ),
+                "post_process": extra(
+                    {
+                        "type": ["object", "null"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "transcode": {
+                                "type": ["string", "null"],
+                                "enum": [*sorted(PRESETS), None],
+                                "description": "a transcode preset (422 without ffmpeg).",
+                            }
+                        },
+                    },
+                    "processing steps for this task.",
+                ),
+            },
+        },
+        "Event": {
+            "type": "object",
+            "required": ["event", "task_id", "timestamp", "seq", "state"],
+            "properties": {
+                "event": {"type": "string", "enum": [e.value for e in EventName]},
+                "task_id": {"type": "string", "format": "uuid"},
+                "timestamp": {"type": "string", "format": "date-time"},
+                "seq": extra({"type": "integer", "minimum": 1}, "server-wide, increasing."),
+                "state": extra(ref("TaskState"), "the task's state after the event."),
+                "progress": {"type": "object", "description": "`download.progress`"},
+                "result": {"type": "object", "description": "`download.completed`"},
+                "error": {"type": "object", "description": "`download.error`"},
+            },
+        },
+        "EventList": {
+            "type": "object",
+            "required": ["events"],
+            "properties": {"events": {"type": "array", "items": ref("Event")}},
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {"status": {"type": "string"}, "version": {"type": "string"}},
+        },
+    }

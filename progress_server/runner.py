@@ -1,0 +1,290 @@
+"""TaskRun: one run of one task, download then processing, and the observer its transfer and
+its processing steps report to.
+
+The scheduler decides when a run starts and stops; the run decides nothing about other tasks.
+Every state change it makes goes through TaskLifecycle, so the transition table sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from progress_server import filenames
+from progress_server.downloader import Downloader, DownloadError
+from progress_server.downloads_dir import DownloadsDir
+from progress_server.events import EventBus
+from progress_server.lifecycle import TaskLifecycle
+from progress_server.models import (
+    JSON,
+    ErrorType,
+    EventName,
+    Progress,
+    Task,
+    TaskState,
+    completed_body,
+    error_body,
+)
+from progress_server.processing import Pipeline, ProcessingContext, ProcessingError
+from progress_server.settings import Settings
+from progress_server.store import SnapshotRow, TaskChange
+from progress_server.tracker import ProgressTracker
+
+log = logging.getLogger("progress_server.tasks")
+
+
+class StopReason(enum.Enum):
+    CANCEL = "cancel"
+    PAUSE = "pause"
+    DELETE = "delete"
+    SHUTDOWN = "shutdown"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every run uses, shared by all of them."""
+
+    settings: Settings
+    lifecycle: TaskLifecycle
+    bus: EventBus
+    downloader: Downloader
+    pipeline: Pipeline
+    downloads: DownloadsDir
+
+
+class TaskRun:
+    def __init__(self, task: Task, ctx: RunContext, free_slot: Callable[[TaskRun], None]) -> None:
+        self.task = task
+        self.ctx = ctx
+        # Called once the download part is over, so the next task may start downloading.
+        self._free_slot = free_slot
+        self.tracker = ProgressTracker(
+            task.total_bytes, task.downloaded_bytes, ctx.settings.progress_interval
+        )
+        self.stop_reason: StopReason | None = None
+        self.job: asyncio.Task[None] | None = None
+        self.holds_slot = False
+        self.host = urlsplit(task.url).hostname or ""
+        self.transferring = False
+        self._last_progress: JSON | None = None
+        self._last_processing_report = float("-inf")
+        self._last_processing: JSON | None = None
+
+    def start(self, finished: Callable[[TaskRun], None]) -> None:
+        """Run in the background; `finished` is told when the run is over, however it ended
+        (a done callback, so even a run cancelled before its first step reports)."""
+
+        def report(_: asyncio.Task[None]) -> None:
+            self.task.downloaded_bytes = self.tracker.downloaded_bytes
+            finished(self)
+
+        self.job = asyncio.create_task(self.run(), name=f"task-{self.task.task_id}")
+        self.job.add_done_callback(report)
+
+    async def stop(self, reason: StopReason) -> None:
+        self.stop_reason = reason
+        if self.job is not None and not self.job.done():
+            self.job.cancel()
+            await asyncio.wait([self.job])
+        self.task.downloaded_bytes = self.tracker.downloaded_bytes
+
+    def snapshot_row(self) -> SnapshotRow:
+        return SnapshotRow(
+            self.task.task_id, self.tracker.downloaded_bytes, self.tracker.total_bytes
+        )
+
+    # -- the run -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        task = self.task
+        try:
+            path, digest = await self._download_phase()
+            await self._processing_phase(path, digest)
+        except asyncio.CancelledError:
+            if self.stop_reason is None:
+                raise
+            log.debug("task %s stopped: %s", task.task_id, self.stop_reason.value)
+        except DownloadError as error:
+            await self._fail(error.error_type, error.message, error.status, error.attempt)
+        except ProcessingError as error:
+            await self._fail(error.error_type, error.message)
+        except Exception as exc:
+            log.exception("task %s: unexpected failure", task.task_id)
+            await self._fail(ErrorType.INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
+
+    async def _download_phase(self) -> tuple[Path, str | None]:
+        task = self.task
+        downloads = self.ctx.downloads
+        finished = downloads.finished_file(task)
+        if finished is not None and (
+            task.state is TaskState.PROCESSING or not downloads.has_part(task)
+        ):
+            # Crashed after the rename: the file is complete, only processing is left.
+            return finished, None
+        await self.ctx.lifecycle.transition(
+            task,
+            EventName.STARTED,
+            TaskState.DOWNLOADING,
+            change=TaskChange(attempts=task.attempts + 1),
+        )
+        outcome = await self.ctx.downloader.download(task, self)
+        assert task.filename is not None
+        self.transferring = False
+        if self.tracker.total_bytes is None:
+            self.tracker.total_bytes = outcome.size
+        task.total_bytes = outcome.size
+        # The last progress event before completion shows 100 %.
+        await self.emit_progress(force=True)
+        final = await downloads.place_download(outcome.part_path, task.filename)
+        return final, outcome.sha256
+
+    async def _processing_phase(self, path: Path, digest: str | None) -> None:
+        task = self.task
+        size = path.stat().st_size
+        await self.ctx.lifecycle.transition(
+            task,
+            EventName.PROCESSING,
+            TaskState.PROCESSING,
+            progress=Progress(size, size),
+            change=TaskChange(downloaded_bytes=size, total_bytes=size),
+        )
+        # Only now: a slot freed earlier would let the next task show `downloading` while
+        # this one still does, more at once than --max-concurrent says.
+        self._free_slot(self)
+        done = await self.ctx.pipeline.run(ProcessingContext(task, path, digest, self))
+        final_size = done.path.stat().st_size
+        body = completed_body(done.path.name, final_size, done.duration_seconds, **done.extra)
+        await self.ctx.lifecycle.transition(
+            task,
+            EventName.COMPLETED,
+            TaskState.COMPLETED,
+            body,
+            progress=Progress(size, size),
+            change=TaskChange(filename=done.path.name, result=body["result"], error=None),
+        )
+
+    async def _fail(
+        self,
+        error_type: ErrorType,
+        message: str,
+        status: int | None = None,
+        attempt: int | None = None,
+    ) -> None:
+        extra: dict[str, Any] = {"retryable": False}
+        if status is not None:
+            extra["status"] = status
+        body = error_body(error_type, message, **extra)
+        # Beside the error too, where every retried attempt's event says it.
+        body["retryable"] = False
+        if attempt is not None:
+            body["attempt"] = attempt
+        await self.ctx.lifecycle.transition(
+            self.task,
+            EventName.ERROR,
+            TaskState.FAILED,
+            body,
+            change=TaskChange(error=body["error"], downloaded_bytes=self.task.downloaded_bytes),
+        )
+
+    # -- TransferObserver --------------------------------------------------------------
+
+    async def choose_filename(self, content_disposition: str | None) -> str:
+        task = self.task
+        wanted = filenames.choose(
+            task.requested_filename, content_disposition, task.url, task.task_id
+        )
+        return await self.ctx.downloads.claim(task.task_id, wanted)
+
+    async def response_started(
+        self, offset: int, total: int | None, etag: str | None, last_modified: str | None
+    ) -> None:
+        self.tracker.restart(offset, total)
+        self.transferring = True
+        change = TaskChange(
+            etag=etag, last_modified=last_modified, total_bytes=total, downloaded_bytes=offset
+        )
+        await self.ctx.lifecycle.update(self.task, change)
+        await self.emit_progress(force=True)
+
+    async def restarted_from_zero(self, reason: str) -> None:
+        # Said in the history as an *extra* started event, so a reader sees why bytes fell.
+        await self.ctx.lifecycle.transition(
+            self.task,
+            EventName.STARTED,
+            TaskState.DOWNLOADING,
+            {"restarted_from_zero": True, "reason": reason},
+        )
+
+    async def received(self, nbytes: int) -> None:
+        self.tracker.add(nbytes)
+        if self.tracker.due():
+            await self.emit_progress()
+
+    async def attempt_failed(self, error: DownloadError, attempt: int, delay: float) -> None:
+        self.transferring = False
+        body = error_body(error.error_type, error.message)
+        body["retryable"] = True
+        body["attempt"] = attempt
+        body["retry_in_seconds"] = round(delay, 2)
+        await self.ctx.lifecycle.transition(
+            self.task,
+            EventName.ERROR,
+            TaskState.DOWNLOADING,
+            body,
+            change=TaskChange(attempts=self.task.attempts + 1),
+        )
+
+    # -- TaskHost (processing steps) ---------------------------------------------------
+
+    async def processing_progress(
+        self, step: str, percentage: float | None, eta_seconds: int | None
+    ) -> None:
+        # Throttled like download progress; a step's 100 % always gets through.
+        now = time.monotonic()
+        interval = self.ctx.settings.progress_interval
+        if now - self._last_processing_report < interval and percentage != 100.0:
+            return
+        report = {"step": step, "percentage": percentage, "eta_seconds": eta_seconds}
+        if report == self._last_processing:
+            return
+        self._last_processing_report = now
+        self._last_processing = report
+        await self._publish(EventName.PROCESSING, TaskState.PROCESSING, {"processing": report})
+
+    async def place_output(self, scratch: Path, wanted: str) -> Path:
+        return await self.ctx.downloads.place_output(scratch, wanted)
+
+    # -- progress ----------------------------------------------------------------------
+
+    async def emit_progress(self, force: bool = False) -> None:
+        progress = self.tracker.snapshot()
+        wire = progress.to_wire()
+        if not force and wire == self._last_progress:
+            return
+        if force:
+            # Forced frames (the first of an attempt, the final 100 %) keep the
+            # --progress-interval spacing too: wait out the rest of it, then count as sent.
+            delay = self.tracker.until_due()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                progress = self.tracker.snapshot()
+                wire = progress.to_wire()
+            self.tracker.mark_emitted()
+        self._last_progress = wire
+        await self._publish(EventName.PROGRESS, TaskState.DOWNLOADING, {"progress": wire}, progress)
+
+    async def _publish(
+        self, name: EventName, state: TaskState, body: JSON, progress: Progress | None = None
+    ) -> None:
+        """A live event that changes no state and is not stored one by one (progress)."""
+        task = self.task
+        await self.ctx.bus.publish(
+            name, task.task_id, task.owner_key_id, state, body, progress=progress
+        )

@@ -1,0 +1,100 @@
+"""The values that cross the storage seam: stored rows and the typed change to a task."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final
+
+from progress_server.models import JSON, Task, TaskState
+
+
+@dataclass(frozen=True)
+class ApiKeyRow:
+    key_id: int
+    name: str
+    key_hash: str
+    is_admin: bool
+    created_at: float
+    revoked_at: float | None
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    token_hash: str
+    key_id: int
+    csrf_token: str
+    created_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class SnapshotRow:
+    task_id: str
+    downloaded_bytes: int
+    total_bytes: int | None
+
+
+class Unset(enum.Enum):
+    """A TaskChange field the change leaves alone (None is a value there: it clears)."""
+
+    UNSET = "unset"
+
+
+UNSET: Final = Unset.UNSET
+
+
+@dataclass(frozen=True)
+class TaskChange:
+    """What one write changes on a task; every field left UNSET keeps its stored value."""
+
+    state: TaskState | Unset = UNSET
+    filename: str | Unset | None = UNSET
+    downloaded_bytes: int | Unset = UNSET
+    total_bytes: int | Unset | None = UNSET
+    result: JSON | Unset | None = UNSET
+    error: JSON | Unset | None = UNSET
+    etag: str | Unset | None = UNSET
+    last_modified: str | Unset | None = UNSET
+    attempts: int | Unset = UNSET
+    # When the change happened; a store stamps its own clock when it is left UNSET.
+    updated_at: float | Unset = UNSET
+
+    def columns(self) -> dict[str, object]:
+        """The fields this change sets, by name (the names are the task's columns)."""
+        values: dict[str, object] = {
+            "state": self.state,
+            "filename": self.filename,
+            "downloaded_bytes": self.downloaded_bytes,
+            "total_bytes": self.total_bytes,
+            "result": self.result,
+            "error": self.error,
+            "etag": self.etag,
+            "last_modified": self.last_modified,
+            "attempts": self.attempts,
+            "updated_at": self.updated_at,
+        }
+        return {name: value for name, value in values.items() if value is not UNSET}
+
+    def apply_to(self, task: Task) -> None:
+        """Make the in-memory task say what the stored one now says."""
+        if not isinstance(self.state, Unset):
+            task.state = self.state
+        if not isinstance(self.filename, Unset):
+            task.filename = self.filename
+        if not isinstance(self.downloaded_bytes, Unset):
+            task.downloaded_bytes = self.downloaded_bytes
+        if not isinstance(self.total_bytes, Unset):
+            task.total_bytes = self.total_bytes
+        if not isinstance(self.result, Unset):
+            task.result = self.result
+        if not isinstance(self.error, Unset):
+            task.error = self.error
+        if not isinstance(self.etag, Unset):
+            task.etag = self.etag
+        if not isinstance(self.last_modified, Unset):
+            task.last_modified = self.last_modified
+        if not isinstance(self.attempts, Unset):
+            task.attempts = self.attempts
+        if not isinstance(self.updated_at, Unset):
+            task.updated_at = self.updated_at

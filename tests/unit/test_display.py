@@ -1,0 +1,121 @@
+"""The figures and names people read, on the status page and in the terminal alike
+(progress_server.display): one set of rules, so the two never disagree."""
+
+from __future__ import annotations
+
+import pytest
+
+from progress_server.display import (
+    DASH,
+    STATE_LABELS,
+    display_name,
+    format_bytes,
+    format_eta,
+    format_percentage,
+    format_size,
+    format_speed,
+    host_of,
+    progress_figures,
+    shown_percentage,
+)
+from progress_server.models import Progress, TaskState
+
+
+@pytest.mark.parametrize(
+    ("count", "text"),
+    [
+        (None, DASH),
+        (0, "0 B"),
+        (999, "999 B"),
+        (1000, "1.0 kB"),
+        (1_500_000, "1.5 MB"),
+        (999_949_999, "999.9 MB"),
+        (2_000_000_000, "2.0 GB"),
+        (3_400_000_000_000, "3.4 TB"),
+        (5_000_000_000_000_000, "5000.0 TB"),
+    ],
+)
+def test_bytes_read_in_decimal_units_like_the_speed(count: int | None, text: str) -> None:
+    assert format_bytes(count) == text
+
+
+def test_size_is_done_of_total_while_under_way_and_the_file_size_once_completed() -> None:
+    assert format_size(1_200_000, 2_500_000) == "1.2 MB / 2.5 MB"
+    assert format_size(1_200_000, None) == "1.2 MB"
+    assert format_size(2_500_000, 2_500_000, completed=True) == "2.5 MB"
+    # A download of unannounced size: the bytes that arrived are its size.
+    assert format_size(700, None, completed=True) == "700 B"
+
+
+@pytest.mark.parametrize(
+    ("mbps", "text"),
+    [(None, DASH), (0.0, DASH), (0.85, "850 kB/s"), (1.0, "1.0 MB/s"), (12.345, "12.3 MB/s")],
+)
+def test_speed_is_a_dash_when_standing_still(mbps: float | None, text: str) -> None:
+    assert format_speed(mbps) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(None, DASH), (0, "0:00"), (59, "0:59"), (61, "1:01"), (3599, "59:59"), (3661, "1:01:01")],
+)
+def test_eta_is_minutes_and_seconds_with_hours_from_an_hour_on(
+    seconds: int | None, text: str
+) -> None:
+    assert format_eta(seconds) == text
+
+
+def test_eta_never_reads_negative_and_drops_fractions() -> None:
+    assert format_eta(-5) == "0:00"
+    assert format_eta(90.9) == "1:30"
+
+
+def test_percentage_has_one_decimal_and_a_dash_while_the_size_is_unknown() -> None:
+    assert format_percentage(45.5) == "45.5 %"
+    assert format_percentage(100.0) == "100.0 %"
+    assert format_percentage(None) == DASH
+
+
+def test_completed_reads_100_and_processing_has_no_download_percentage() -> None:
+    assert shown_percentage("completed", None) == 100.0
+    assert shown_percentage(TaskState.COMPLETED, 40.0) == 100.0
+    assert shown_percentage("processing", 100.0) is None
+    assert shown_percentage("paused", 40.0) == 40.0
+
+
+def test_figures_show_speed_and_eta_only_while_downloading() -> None:
+    wire = Progress(downloaded_bytes=1_000_000, total_bytes=4_000_000, speed_bps=1_500_000)
+    moving = progress_figures("downloading", wire.to_wire())
+    assert (moving.percentage, moving.size, moving.speed, moving.eta) == (
+        "25.0 %",
+        "1.0 MB / 4.0 MB",
+        "1.5 MB/s",
+        "0:02",
+    )
+    paused = progress_figures("paused", wire.to_wire())
+    assert (paused.percentage, paused.speed, paused.eta) == ("25.0 %", DASH, DASH)
+    done = progress_figures("completed", Progress(4_000_000, None).to_wire())
+    assert (done.percentage, done.size) == ("100.0 %", "4.0 MB")
+    assert progress_figures("pending", None).size == DASH
+
+
+def test_name_is_the_produced_file_then_the_given_name_then_the_url() -> None:
+    url = "https://example.com/media/My%20Film.mkv?token=1#t=2"
+    assert display_name(url, "film.mkv", "film.mp4") == "film.mp4"
+    assert display_name(url, "film.mkv") == "film.mkv"
+    # Until the origin names the file: the URL's last segment, unquoted, without query.
+    assert display_name(url, None) == "My Film.mkv"
+    assert display_name(url, "", "") == "My Film.mkv"
+
+
+def test_a_url_without_a_file_part_is_named_by_its_host() -> None:
+    assert display_name("https://downloads.example.com/", None) == "downloads.example.com"
+    assert display_name("https://downloads.example.com/files/", None) == "downloads.example.com"
+    assert host_of("https://downloads.example.com:8443/a") == "downloads.example.com"
+
+
+def test_every_state_has_a_label_and_a_distinct_symbol() -> None:
+    assert set(STATE_LABELS) == {state.value for state in TaskState}
+    symbols = [symbol for _, symbol in STATE_LABELS.values()]
+    assert len(set(symbols)) == len(symbols)
+    assert STATE_LABELS["paused"] == STATE_LABELS[TaskState.PAUSED] == ("Paused", "‖")
