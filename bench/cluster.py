@@ -34,7 +34,7 @@ import asyncpg
 from progress_server.cluster.eventlog import EVENTS_CHANNEL, append, publish_progress
 from progress_server.cluster.relay import ProgressRelay
 from progress_server.models import Event, EventName, Progress, TaskState
-from progress_server.store.postgres import apply_migrations
+from progress_server.store.postgres_migrations import apply_migrations
 from tests.pgserver import PgServer
 
 Pool: TypeAlias = "asyncpg.Pool[asyncpg.Record]"

@@ -196,7 +196,7 @@ class PgServer:
 
     async def create_template(self) -> None:
         """The template every test database copies: an empty database, migrated."""
-        from progress_server.store.postgres import apply_migrations
+        from progress_server.store.postgres_migrations import apply_migrations
 
         url = await self.create_database(TEMPLATE_DB)
         await apply_migrations(url)

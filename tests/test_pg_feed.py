@@ -16,7 +16,8 @@ import pytest
 from progress_server.cluster.eventlog import PROGRESS_CHANNEL, append, publish_progress
 from progress_server.cluster.listener import ClusterFeed
 from progress_server.models import Event, EventName, Progress, TaskState
-from progress_server.store.postgres import PostgresStore, apply_migrations
+from progress_server.store.postgres import PostgresStore
+from progress_server.store.postgres_migrations import apply_migrations
 from tests.pgserver import PgServer
 
 

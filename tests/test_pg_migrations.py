@@ -8,11 +8,8 @@ import asyncio
 import asyncpg
 
 from progress_server.resources import migrations_dir
-from progress_server.store.postgres import (
-    PostgresStore,
-    apply_migrations,
-    postgres_migrations_dir,
-)
+from progress_server.store.postgres import PostgresStore
+from progress_server.store.postgres_migrations import apply_migrations, postgres_migrations_dir
 
 
 def _shipped() -> list[int]:

@@ -19,12 +19,9 @@ from dataclasses import dataclass
 
 from progress_server.cluster.eventlog import append_guarded
 from progress_server.models import Event, Task, TaskState
-from progress_server.store.postgres import (
-    PostgresStore,
-    change_assignments,
-    task_from_record,
-)
+from progress_server.store.postgres import PostgresStore, change_assignments
 from progress_server.store.rows import SnapshotRow, TaskChange
+from progress_server.store.sqlite_rows import task_from_row
 
 # pg_advisory_xact_lock key all claims share ("prog" "clm" in ASCII).
 CLAIMS_LOCK = 0x70726F67_636C6D
@@ -97,7 +94,7 @@ class TaskLeases:
             )
         if row is None:
             return None
-        return Claim(task_from_record(row), row["lease_epoch"])
+        return Claim(task_from_row(row), row["lease_epoch"])
 
     async def renew(self, held: Mapping[str, int]) -> set[str]:
         """Extend the leases on `held` (task_id -> epoch); returns the tasks no longer ours.

@@ -12,21 +12,23 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 from urllib.parse import urlsplit
 
 import asyncpg
 
-from progress_server.models import Event, EventName, Task, TaskState
-from progress_server.resources import migrations_dir
+from progress_server.models import Event, Task, TaskState
+from progress_server.store.postgres_migrations import apply_migrations
 from progress_server.store.rows import ApiKeyRow, SessionRow, SnapshotRow, TaskChange
+from progress_server.store.sqlite_rows import (
+    change_columns,
+    event_from_row,
+    key_from_row,
+    session_from_row,
+    task_from_row,
+)
 
-# pg_advisory_lock key under which migrations run: one node at a time applies them. The
-# value is arbitrary but fixed ("prog" "mig" in ASCII), so every node takes the same lock.
-MIGRATIONS_LOCK = 0x70726F67_6D6967
-
-# Task columns stored as json text.
+# Task columns of type json: their parameters (JSON text) are cast.
 _JSON_COLUMNS = frozenset({"result", "error"})
 
 # A connection of our own or one lent by the pool; asyncpg's classes are generic only in
@@ -35,51 +37,6 @@ if TYPE_CHECKING:
     Connection: TypeAlias = (
         asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
     )
-
-
-def postgres_migrations_dir() -> Path:
-    return migrations_dir() / "postgresql"
-
-
-async def apply_migrations(url: str) -> list[int]:
-    """Apply the PostgreSQL migrations not applied yet; returns every applied version.
-
-    Nodes starting together queue on a session advisory lock, so each migration runs once;
-    each runs with its bookkeeping row in one transaction, whole or not at all.
-    """
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATIONS_LOCK)
-        try:
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version integer PRIMARY KEY, name text NOT NULL,"
-                " applied_at double precision NOT NULL)"
-            )
-            applied = {
-                r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")
-            }
-            for path in sorted(postgres_migrations_dir().glob("*.sql")):
-                version = int(path.name.split("_", 1)[0])
-                if version in applied:
-                    continue
-                async with conn.transaction():
-                    # No arguments: asyncpg sends the script as one simple query, so a
-                    # file may hold many statements.
-                    await conn.execute(path.read_text())
-                    await conn.execute(
-                        "INSERT INTO schema_migrations (version, name, applied_at)"
-                        " VALUES ($1, $2, $3)",
-                        version,
-                        path.name,
-                        time.time(),
-                    )
-                applied.add(version)
-            return sorted(applied)
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATIONS_LOCK)
-    finally:
-        await conn.close()
 
 
 def task_host(url: str) -> str:
@@ -154,11 +111,11 @@ class PostgresStore:
 
     async def list_keys(self) -> list[ApiKeyRow]:
         rows = await self.pool.fetch("SELECT * FROM api_keys ORDER BY key_id")
-        return [key_from_record(row) for row in rows]
+        return [key_from_row(row) for row in rows]
 
     async def key_by_hash(self, key_hash: str) -> ApiKeyRow | None:
         row = await self.pool.fetchrow("SELECT * FROM api_keys WHERE key_hash = $1", key_hash)
-        return None if row is None else key_from_record(row)
+        return None if row is None else key_from_row(row)
 
     async def revoke_key(self, name: str) -> bool:
         async with self.transaction() as db:
@@ -193,16 +150,7 @@ class PostgresStore:
         async with self.transaction() as db:
             await db.execute("DELETE FROM sessions WHERE expires_at <= $1", now)
             rows = await db.fetch("SELECT * FROM sessions")
-        return [
-            SessionRow(
-                row["token_hash"],
-                row["key_id"],
-                row["csrf_token"],
-                row["created_at"],
-                row["expires_at"],
-            )
-            for row in rows
-        ]
+        return [session_from_row(row) for row in rows]
 
     # -- tasks -------------------------------------------------------------------------
 
@@ -240,7 +188,7 @@ class PostgresStore:
             idempotency_key,
             since,
         )
-        return None if row is None else task_from_record(row)
+        return None if row is None else task_from_row(row)
 
     async def clear_idempotency_key(self, owner_key_id: int, idempotency_key: str) -> None:
         """Free a key older than its window so it can name a new task."""
@@ -254,7 +202,7 @@ class PostgresStore:
 
     async def get_task(self, task_id: str) -> Task | None:
         row = await self.pool.fetchrow("SELECT * FROM tasks WHERE task_id = $1", task_id)
-        return None if row is None else task_from_record(row)
+        return None if row is None else task_from_row(row)
 
     async def list_tasks(
         self,
@@ -277,7 +225,7 @@ class PostgresStore:
             [str(s) for s in states],
             limit,
         )
-        return [task_from_record(row) for row in rows]
+        return [task_from_row(row) for row in rows]
 
     async def filenames_in_use(self) -> set[str]:
         rows = await self.pool.fetch("SELECT filename FROM tasks WHERE filename IS NOT NULL")
@@ -357,7 +305,7 @@ class PostgresStore:
             owner_key_id,
             limit,
         )
-        return [event_from_record(row) for row in rows]
+        return [event_from_row(row) for row in rows]
 
     async def max_event_seq(self) -> int:
         return int(await self.pool.fetchval("SELECT COALESCE(MAX(seq), 0) FROM events"))
@@ -394,67 +342,15 @@ async def insert_event_row(db: Connection, event: Event) -> None:
 
 def change_assignments(change: TaskChange, first_param: int) -> tuple[str, list[object]]:
     """`col = $n, ...` for the columns a change sets, numbered from `first_param`."""
-    values = change.columns()
-    values.setdefault("updated_at", time.time())
-    parts: list[str] = []
-    params: list[object] = []
+    values = change_columns(change)
     # Column names come from TaskChange's own fields, never from input.
-    for number, (name, value) in enumerate(values.items(), start=first_param):
-        if name in _JSON_COLUMNS:
-            parts.append(f"{name} = ${number}::json")
-            params.append(None if value is None else json.dumps(value))
-        else:
-            parts.append(f"{name} = ${number}")
-            params.append(str(value) if isinstance(value, TaskState) else value)
-    return ", ".join(parts), params
+    parts = [
+        f"{name} = ${number}::json" if name in _JSON_COLUMNS else f"{name} = ${number}"
+        for number, name in enumerate(values, start=first_param)
+    ]
+    return ", ".join(parts), list(values.values())
 
 
 async def update_task_row(db: Connection, task_id: str, change: TaskChange) -> None:
     assignments, params = change_assignments(change, first_param=2)
     await db.execute(f"UPDATE tasks SET {assignments} WHERE task_id = $1", task_id, *params)
-
-
-def key_from_record(row: asyncpg.Record) -> ApiKeyRow:
-    return ApiKeyRow(
-        key_id=row["key_id"],
-        name=row["name"],
-        key_hash=row["key_hash"],
-        is_admin=row["is_admin"],
-        created_at=row["created_at"],
-        revoked_at=row["revoked_at"],
-    )
-
-
-def task_from_record(row: asyncpg.Record) -> Task:
-    return Task(
-        task_id=row["task_id"],
-        owner_key_id=row["owner_key_id"],
-        url=row["url"],
-        filename=row["filename"],
-        state=TaskState(row["state"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        sha256=row["sha256"],
-        requested_filename=row["requested_filename"],
-        downloaded_bytes=row["downloaded_bytes"],
-        total_bytes=row["total_bytes"],
-        result=None if row["result"] is None else json.loads(row["result"]),
-        error=None if row["error"] is None else json.loads(row["error"]),
-        options=json.loads(row["options"]),
-        etag=row["etag"],
-        last_modified=row["last_modified"],
-        attempts=row["attempts"],
-        order=row["task_order"],
-    )
-
-
-def event_from_record(row: asyncpg.Record) -> Event:
-    return Event(
-        seq=row["seq"],
-        name=EventName(row["event"]),
-        task_id=row["task_id"],
-        owner_key_id=row["owner_key_id"],
-        state=TaskState(row["state"]),
-        timestamp=row["created_at"],
-        body=json.loads(row["body"]),
-    )
