@@ -29,6 +29,8 @@ from typing import Self
 import asyncpg
 import pytest
 
+from progress_server.store.postgres import PostgresStore
+from progress_server.store.postgres_migrations import apply_migrations
 from tests.serverproc import free_port
 
 TEMPLATE_DB = "progress_template"
@@ -196,8 +198,6 @@ class PgServer:
 
     async def create_template(self) -> None:
         """The template every test database copies: an empty database, migrated."""
-        from progress_server.store.postgres_migrations import apply_migrations
-
         url = await self.create_database(TEMPLATE_DB)
         await apply_migrations(url)
 
@@ -213,7 +213,8 @@ class PgServer:
 
 
 # --------------------------------------------------------------------------------------
-# pytest fixtures (registered through tests/conftest.py's pytest_plugins)
+# pytest fixtures (registered through tests/conftest.py's pytest_plugins): pg_server,
+# pg_url, pg_empty_url, pg_store
 # --------------------------------------------------------------------------------------
 
 
@@ -240,3 +241,14 @@ async def pg_empty_url(pg_server: PgServer) -> AsyncIterator[str]:
     """The URL of an empty database (no migrations), for tests of the migrations."""
     async with pg_server.database(template="template0") as url:
         yield url
+
+
+@pytest.fixture
+async def pg_store(pg_url: str) -> AsyncIterator[PostgresStore]:
+    """An open PostgresStore on this test's own database."""
+    store = PostgresStore(pg_url, max_connections=30)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()

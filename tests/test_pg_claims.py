@@ -7,7 +7,6 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -17,28 +16,18 @@ from progress_server.store.postgres import PostgresStore
 from progress_server.store.rows import SnapshotRow, TaskChange
 
 
-@pytest.fixture
-async def store(pg_url: str) -> AsyncIterator[PostgresStore]:
-    opened = PostgresStore(pg_url, max_connections=20)
-    await opened.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
 def _event(task_id: str, name: EventName, state: TaskState) -> Event:
     return Event(0, name, task_id, 1, state, time.time(), {})
 
 
-async def _submit(store: PostgresStore, url: str, state: TaskState = TaskState.PENDING) -> str:
-    if not await store.list_keys():
-        await store.create_key("k", "hash", False)
+async def _submit(pg_store: PostgresStore, url: str, state: TaskState = TaskState.PENDING) -> str:
+    if not await pg_store.list_keys():
+        await pg_store.create_key("k", "hash", False)
     now = time.time()
     task = Task(str(uuid.uuid4()), 1, url, None, state, now, now)
     # Seq 0: a queued event's seq is the event log's business, not this test's.
-    await store.insert_task(task, None, _event(task.task_id, EventName.QUEUED, state))
-    await store.pool.execute("DELETE FROM events WHERE task_id = $1", task.task_id)
+    await pg_store.insert_task(task, None, _event(task.task_id, EventName.QUEUED, state))
+    await pg_store.pool.execute("DELETE FROM events WHERE task_id = $1", task.task_id)
     return task.task_id
 
 
@@ -49,36 +38,38 @@ async def _claim_all(leases: TaskLeases, max_per_host: int = 100) -> list[Claim]
     return claims
 
 
-async def _events_of(store: PostgresStore, task_id: str) -> list[EventName]:
-    return [e.name for e in await store.events_after(0, task_ids=[task_id])]
+async def _events_of(pg_store: PostgresStore, task_id: str) -> list[EventName]:
+    return [e.name for e in await pg_store.events_after(0, task_ids=[task_id])]
 
 
-async def test_one_node_claims_the_oldest_task_first(store: PostgresStore) -> None:
-    ids = [await _submit(store, f"http://h{i}.example/f") for i in range(4)]
-    node = TaskLeases(store, "a", lease_seconds=30)
+async def test_one_node_claims_the_oldest_task_first(pg_store: PostgresStore) -> None:
+    ids = [await _submit(pg_store, f"http://h{i}.example/f") for i in range(4)]
+    node = TaskLeases(pg_store, "a", lease_seconds=30)
     claims = await _claim_all(node)
     assert [c.task.task_id for c in claims] == ids
     assert all(c.epoch == 1 for c in claims)
-    row = await store.pool.fetchrow("SELECT node, lease_until > now() AS live FROM tasks LIMIT 1")
+    row = await pg_store.pool.fetchrow(
+        "SELECT node, lease_until > now() AS live FROM tasks LIMIT 1"
+    )
     assert row is not None and row["node"] == "a" and row["live"]
 
 
-async def test_nodes_claiming_at_once_each_get_different_tasks(store: PostgresStore) -> None:
-    ids = {await _submit(store, f"http://h{i % 7}.example/f{i}") for i in range(30)}
-    nodes = [TaskLeases(store, name, lease_seconds=30) for name in "abc"]
+async def test_nodes_claiming_at_once_each_get_different_tasks(pg_store: PostgresStore) -> None:
+    ids = {await _submit(pg_store, f"http://h{i % 7}.example/f{i}") for i in range(30)}
+    nodes = [TaskLeases(pg_store, name, lease_seconds=30) for name in "abc"]
     results = await asyncio.gather(*(_claim_all(node) for node in nodes))
     claimed = [c.task.task_id for claims in results for c in claims]
     assert sorted(claimed) == sorted(ids), "every task claimed exactly once"
-    by_node = {r["task_id"]: r["node"] for r in await store.pool.fetch("SELECT * FROM tasks")}
+    by_node = {r["task_id"]: r["node"] for r in await pg_store.pool.fetch("SELECT * FROM tasks")}
     for name, claims in zip("abc", results, strict=True):
         assert all(by_node[c.task.task_id] == name for c in claims)
 
 
-async def test_max_per_host_holds_across_the_cluster(store: PostgresStore) -> None:
-    a_ids = [await _submit(store, f"http://a.example/{i}") for i in range(6)]
+async def test_max_per_host_holds_across_the_cluster(pg_store: PostgresStore) -> None:
+    a_ids = [await _submit(pg_store, f"http://a.example/{i}") for i in range(6)]
     for i in range(6):
-        await _submit(store, f"http://b.example/{i}")
-    nodes = [TaskLeases(store, name, lease_seconds=30) for name in "xyz"]
+        await _submit(pg_store, f"http://b.example/{i}")
+    nodes = [TaskLeases(pg_store, name, lease_seconds=30) for name in "xyz"]
 
     results = await asyncio.gather(*(_claim_all(node, max_per_host=2) for node in nodes))
     claims = [c for node_claims in results for c in node_claims]
@@ -97,11 +88,11 @@ async def test_max_per_host_holds_across_the_cluster(store: PostgresStore) -> No
 
 
 async def test_an_expired_lease_moves_the_task_and_fences_the_old_node(
-    store: PostgresStore,
+    pg_store: PostgresStore,
 ) -> None:
-    task_id = await _submit(store, "http://a.example/f")
-    old = TaskLeases(store, "old", lease_seconds=0.5)
-    new = TaskLeases(store, "new", lease_seconds=30)
+    task_id = await _submit(pg_store, "http://a.example/f")
+    old = TaskLeases(pg_store, "old", lease_seconds=0.5)
+    new = TaskLeases(pg_store, "new", lease_seconds=30)
     first = await old.claim_next(2)
     assert first is not None
     started = await old.write(
@@ -130,10 +121,10 @@ async def test_an_expired_lease_moves_the_task_and_fences_the_old_node(
         )
     assert await old.renew({task_id: first.epoch}) == {task_id}
     assert await old.save_snapshots([(SnapshotRow(task_id, 999, 1000), first.epoch)]) == {task_id}
-    task = await store.get_task(task_id)
+    task = await pg_store.get_task(task_id)
     assert task is not None
     assert (task.state, task.downloaded_bytes) == (TaskState.DOWNLOADING, 0)
-    assert await _events_of(store, task_id) == [EventName.STARTED]
+    assert await _events_of(pg_store, task_id) == [EventName.STARTED]
 
     # The new owner's writes do land, and complete the task exactly once.
     assert await new.save_snapshots([(SnapshotRow(task_id, 500, 1000), second.epoch)]) == set()
@@ -144,8 +135,8 @@ async def test_an_expired_lease_moves_the_task_and_fences_the_old_node(
         _event(task_id, EventName.COMPLETED, TaskState.COMPLETED),
         release=True,
     )
-    assert await _events_of(store, task_id) == [EventName.STARTED, EventName.COMPLETED]
-    row = await store.pool.fetchrow(
+    assert await _events_of(pg_store, task_id) == [EventName.STARTED, EventName.COMPLETED]
+    row = await pg_store.pool.fetchrow(
         "SELECT node, lease_until, downloaded_bytes FROM tasks WHERE task_id = $1", task_id
     )
     assert row is not None
@@ -153,10 +144,10 @@ async def test_an_expired_lease_moves_the_task_and_fences_the_old_node(
     assert await new.claim_next(2) is None, "a completed task is never claimed again"
 
 
-async def test_renewing_keeps_the_lease_and_stopping_lets_it_go(store: PostgresStore) -> None:
-    task_id = await _submit(store, "http://a.example/f")
-    owner = TaskLeases(store, "owner", lease_seconds=0.6)
-    other = TaskLeases(store, "other", lease_seconds=30)
+async def test_renewing_keeps_the_lease_and_stopping_lets_it_go(pg_store: PostgresStore) -> None:
+    task_id = await _submit(pg_store, "http://a.example/f")
+    owner = TaskLeases(pg_store, "owner", lease_seconds=0.6)
+    other = TaskLeases(pg_store, "other", lease_seconds=30)
     claim = await owner.claim_next(2)
     assert claim is not None
 
@@ -171,10 +162,10 @@ async def test_renewing_keeps_the_lease_and_stopping_lets_it_go(store: PostgresS
     assert taken is not None and taken.task.task_id == task_id
 
 
-async def test_a_node_shutting_down_hands_its_tasks_over_at_once(store: PostgresStore) -> None:
-    task_id = await _submit(store, "http://a.example/f")
-    leaving = TaskLeases(store, "leaving", lease_seconds=30)
-    staying = TaskLeases(store, "staying", lease_seconds=30)
+async def test_a_node_shutting_down_hands_its_tasks_over_at_once(pg_store: PostgresStore) -> None:
+    task_id = await _submit(pg_store, "http://a.example/f")
+    leaving = TaskLeases(pg_store, "leaving", lease_seconds=30)
+    staying = TaskLeases(pg_store, "staying", lease_seconds=30)
     claim = await leaving.claim_next(2)
     assert claim is not None
     await leaving.release({task_id: claim.epoch})
@@ -185,10 +176,10 @@ async def test_a_node_shutting_down_hands_its_tasks_over_at_once(store: Postgres
     assert await leaving.claim_next(2) is None
 
 
-async def test_processing_needs_no_transfer_slot(store: PostgresStore) -> None:
-    pending = await _submit(store, "http://a.example/pending")
-    processing = await _submit(store, "http://a.example/processing", TaskState.PROCESSING)
-    node = TaskLeases(store, "n", lease_seconds=30)
+async def test_processing_needs_no_transfer_slot(pg_store: PostgresStore) -> None:
+    pending = await _submit(pg_store, "http://a.example/pending")
+    processing = await _submit(pg_store, "http://a.example/processing", TaskState.PROCESSING)
+    node = TaskLeases(pg_store, "n", lease_seconds=30)
 
     # A node with no free slot still takes processing work, and only that.
     claim = await node.claim_next(2, transfers=False)
@@ -199,15 +190,15 @@ async def test_processing_needs_no_transfer_slot(store: PostgresStore) -> None:
     assert transfer is not None and transfer.task.task_id == pending
 
 
-async def test_a_user_action_from_any_node_ends_the_run(store: PostgresStore) -> None:
-    task_id = await _submit(store, "http://a.example/f")
-    runner = TaskLeases(store, "runner", lease_seconds=30)
+async def test_a_user_action_from_any_node_ends_the_run(pg_store: PostgresStore) -> None:
+    task_id = await _submit(pg_store, "http://a.example/f")
+    runner = TaskLeases(pg_store, "runner", lease_seconds=30)
     claim = await runner.claim_next(2)
     assert claim is not None
 
     active = (TaskState.PENDING, TaskState.DOWNLOADING, TaskState.PROCESSING)
     cancelled = await take_over(
-        store,
+        pg_store,
         task_id,
         active,
         TaskChange(state=TaskState.CANCELLED),
@@ -216,17 +207,17 @@ async def test_a_user_action_from_any_node_ends_the_run(store: PostgresStore) ->
     assert cancelled is not None and cancelled.seq > 0
     with pytest.raises(LeaseLost):
         await runner.write(task_id, claim.epoch, TaskChange(downloaded_bytes=10))
-    task = await store.get_task(task_id)
+    task = await pg_store.get_task(task_id)
     assert task is not None and task.state is TaskState.CANCELLED
 
     # A second cancel finds the task no longer active: nothing changes, no event.
     again = await take_over(
-        store,
+        pg_store,
         task_id,
         active,
         TaskChange(state=TaskState.CANCELLED),
         _event(task_id, EventName.CANCELLED, TaskState.CANCELLED),
     )
     assert again is None
-    assert await _events_of(store, task_id) == [EventName.CANCELLED]
+    assert await _events_of(pg_store, task_id) == [EventName.CANCELLED]
     assert await runner.claim_next(2) is None

@@ -21,16 +21,6 @@ from progress_server.store.postgres_migrations import apply_migrations
 from tests.pgserver import PgServer
 
 
-@pytest.fixture
-async def store(pg_url: str) -> AsyncIterator[PostgresStore]:
-    opened = PostgresStore(pg_url)
-    await opened.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
 def _draft(task_id: str, name: EventName = EventName.STARTED) -> Event:
     return Event(0, name, task_id, 1, TaskState.DOWNLOADING, time.time(), {"from": task_id})
 
@@ -63,8 +53,8 @@ class _Received:
 
 
 @pytest.fixture
-async def feed_of(store: PostgresStore) -> AsyncIterator[_FeedStarter]:
-    starter = _FeedStarter(store)
+async def feed_of(pg_store: PostgresStore) -> AsyncIterator[_FeedStarter]:
+    starter = _FeedStarter(pg_store)
     try:
         yield starter
     finally:
@@ -99,9 +89,9 @@ class _FeedStarter:
 
 
 async def test_events_from_every_node_arrive_live_once_and_in_order(
-    store: PostgresStore, pg_url: str, feed_of: _FeedStarter
+    pg_store: PostgresStore, pg_url: str, feed_of: _FeedStarter
 ) -> None:
-    before = await append(store.pool, _draft("before"))
+    before = await append(pg_store.pool, _draft("before"))
     # A long poll interval: what arrives in time arrived through NOTIFY.
     feed, received = await feed_of.start(poll_interval=30)
     await received.until(1)
@@ -140,11 +130,11 @@ async def test_events_from_every_node_arrive_live_once_and_in_order(
 
 
 async def test_a_stored_event_whose_notification_never_came_is_read_by_the_poll(
-    store: PostgresStore, feed_of: _FeedStarter
+    pg_store: PostgresStore, feed_of: _FeedStarter
 ) -> None:
     _, received = await feed_of.start(poll_interval=0.3)
     # Written without pg_notify, as if the notification were lost.
-    await store.pool.execute(
+    await pg_store.pool.execute(
         "WITH next AS (UPDATE event_seq SET last_seq = last_seq + 1 WHERE id = 1"
         " RETURNING last_seq)"
         " INSERT INTO events (seq, task_id, owner_key_id, event, state, body, created_at)"
@@ -155,10 +145,10 @@ async def test_a_stored_event_whose_notification_never_came_is_read_by_the_poll(
 
 
 async def test_progress_older_than_what_was_delivered_is_dropped(
-    store: PostgresStore, feed_of: _FeedStarter
+    pg_store: PostgresStore, feed_of: _FeedStarter
 ) -> None:
     _, received = await feed_of.start(poll_interval=30)
-    newer = await append(store.pool, _draft("t"))
+    newer = await append(pg_store.pool, _draft("t"))
     await received.until(1)
     stale = json.dumps(
         [
@@ -175,14 +165,16 @@ async def test_progress_older_than_what_was_delivered_is_dropped(
             }
         ]
     )
-    await store.pool.execute("SELECT pg_notify($1, $2)", PROGRESS_CHANNEL, f"{newer.seq} {stale}")
-    later = await append(store.pool, _draft("t"))
+    await pg_store.pool.execute(
+        "SELECT pg_notify($1, $2)", PROGRESS_CHANNEL, f"{newer.seq} {stale}"
+    )
+    later = await append(pg_store.pool, _draft("t"))
     await received.until(2)
     assert received.seqs == [newer.seq, later.seq]
 
 
 async def test_a_terminated_listen_connection_loses_nothing(
-    store: PostgresStore, pg_url: str, feed_of: _FeedStarter
+    pg_store: PostgresStore, pg_url: str, feed_of: _FeedStarter
 ) -> None:
     feed, received = await feed_of.start(poll_interval=30)
     admin = await asyncpg.connect(pg_url)
@@ -191,7 +183,7 @@ async def test_a_terminated_listen_connection_loses_nothing(
 
         async def write(count: int) -> None:
             for _ in range(count):
-                committed.append((await append(store.pool, _draft("w"))).seq)
+                committed.append((await append(pg_store.pool, _draft("w"))).seq)
                 await asyncio.sleep(0.01)
 
         writing = asyncio.create_task(write(60))

@@ -17,16 +17,6 @@ from progress_server.store.postgres import PostgresStore
 
 
 @pytest.fixture
-async def store(pg_url: str) -> AsyncIterator[PostgresStore]:
-    opened = PostgresStore(pg_url)
-    await opened.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
-@pytest.fixture
 async def heard(pg_url: str) -> AsyncIterator[list[str]]:
     """Every PROGRESS notification's payload, as another node's listener would get it."""
     payloads: list[str] = []
@@ -57,9 +47,9 @@ async def _relayed(heard: list[str], count: int) -> list[Event]:
 
 
 async def test_progress_published_together_leaves_in_few_commits(
-    store: PostgresStore, heard: list[str]
+    pg_store: PostgresStore, heard: list[str]
 ) -> None:
-    relay = ProgressRelay(store.pool)
+    relay = ProgressRelay(pg_store.pool)
     try:
         drafts = [_draft(f"t{i}") for i in range(60)]
         sent = await asyncio.gather(
@@ -76,11 +66,11 @@ async def test_progress_published_together_leaves_in_few_commits(
 
 
 async def test_a_big_batch_is_split_into_notifications_postgresql_accepts(
-    store: PostgresStore, heard: list[str]
+    pg_store: PostgresStore, heard: list[str]
 ) -> None:
     # ~600 bytes each: 300 of them need many notifications of under 8000 bytes.
     batch = [(_draft(f"t{i}", note="x" * 500), Progress(i, None, 0.0)) for i in range(300)]
-    sent = await publish_progress(store.pool, batch)
+    sent = await publish_progress(pg_store.pool, batch)
     assert [e.seq for e in sent] == list(range(sent[0].seq, sent[0].seq + 300))
     assert await _relayed(heard, 300) == sent
     assert len(heard) > 1
@@ -88,9 +78,9 @@ async def test_a_big_batch_is_split_into_notifications_postgresql_accepts(
 
 
 async def test_an_event_too_big_to_relay_is_refused_and_takes_no_seq(
-    store: PostgresStore,
+    pg_store: PostgresStore,
 ) -> None:
-    before = await store.seq_reserved()
+    before = await pg_store.seq_reserved()
     with pytest.raises(ValueError, match="too large"):
-        await publish_progress(store.pool, [(_draft("t", note="x" * 9000), Progress())])
-    assert await store.seq_reserved() == before
+        await publish_progress(pg_store.pool, [(_draft("t", note="x" * 9000), Progress())])
+    assert await pg_store.seq_reserved() == before

@@ -8,11 +8,9 @@ import os
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import asyncpg
-import pytest
 
 from progress_server.cluster.eventlog import (
     EVENTS_CHANNEL,
@@ -25,16 +23,6 @@ from progress_server.cluster.eventlog import (
 )
 from progress_server.models import Event, EventName, Progress, Task, TaskState
 from progress_server.store.postgres import PostgresStore
-
-
-@pytest.fixture
-async def store(pg_url: str) -> AsyncIterator[PostgresStore]:
-    opened = PostgresStore(pg_url, max_connections=30)
-    await opened.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def _draft(task_id: str, name: EventName = EventName.QUEUED) -> Event:
@@ -54,16 +42,16 @@ class _Rollback(Exception):
 
 
 async def test_a_seq_reader_beside_concurrent_writers_sees_every_commit_once_in_order(
-    store: PostgresStore,
+    pg_store: PostgresStore,
 ) -> None:
-    await store.create_key("k", "hash", False)
+    await pg_store.create_key("k", "hash", False)
     task_ids = []
     for index in range(20):
         task = Task(str(uuid.uuid4()), 1, f"http://h{index}/", None, TaskState.PENDING, 0, 0)
-        await store.insert_task(task, None, replace(_draft(task.task_id), seq=index + 1))
+        await pg_store.insert_task(task, None, replace(_draft(task.task_id), seq=index + 1))
         task_ids.append(task.task_id)
     # Those queued events used seqs the test chose; the counter starts past them.
-    await store.reserve_seq(await store.max_event_seq())
+    await pg_store.reserve_seq(await pg_store.max_event_seq())
     seed = int.from_bytes(os.urandom(4), "big")
     rng = random.Random(seed)
     committed: list[int] = []
@@ -80,13 +68,13 @@ async def test_a_seq_reader_beside_concurrent_writers_sees_every_commit_once_in_
                     (_draft(f"w{index}", EventName.PROGRESS), Progress(n, 100, 1.0))
                     for _ in range(rng.randint(1, 3))
                 ]
-                progress_seqs.extend(e.seq for e in await publish_progress(store.pool, batch))
+                progress_seqs.extend(e.seq for e in await publish_progress(pg_store.pool, batch))
                 continue
             if rng.random() < 0.3:
                 # A fenced write: the task change and its event in one statement, taken
                 # only when the epoch matches (a wrong one takes no seq).
                 epoch = 0 if rng.random() < 0.8 else 99
-                async with store.pool.acquire() as db:
+                async with pg_store.pool.acquire() as db:
                     fenced = await append_guarded(
                         db,
                         "UPDATE tasks SET attempts = attempts + 1"
@@ -99,7 +87,7 @@ async def test_a_seq_reader_beside_concurrent_writers_sees_every_commit_once_in_
                     committed.append(fenced.seq)
                 continue
             try:
-                async with store.pool.acquire() as db, db.transaction():
+                async with pg_store.pool.acquire() as db, db.transaction():
                     event = await append_event(db, _draft(f"w{index}"))
                     # Hold the transaction open a while: a slow commit is exactly what
                     # would let a plain sequence's reader run past this event.
@@ -115,11 +103,11 @@ async def test_a_seq_reader_beside_concurrent_writers_sees_every_commit_once_in_
     writers_done = asyncio.Event()
 
     async def reader() -> None:
-        last = await store.max_event_seq()
+        last = await pg_store.max_event_seq()
         while True:
             done = writers_done.is_set()
             # The same read a node's feed does.
-            for event in await store.events_after(last):
+            for event in await pg_store.events_after(last):
                 seen.append(event.seq)
                 last = event.seq
             if done:
@@ -142,35 +130,35 @@ async def test_a_seq_reader_beside_concurrent_writers_sees_every_commit_once_in_
 
 
 async def test_an_append_waits_for_the_slower_one_before_it_and_reuses_a_rolled_back_seq(
-    store: PostgresStore,
+    pg_store: PostgresStore,
 ) -> None:
-    async with store.pool.acquire() as slow_conn:
+    async with pg_store.pool.acquire() as slow_conn:
         slow = slow_conn.transaction()
         await slow.start()
         first = await append_event(slow_conn, _draft("slow"))
 
-        fast = asyncio.create_task(append(store.pool, _draft("fast")))
+        fast = asyncio.create_task(append(pg_store.pool, _draft("fast")))
         await asyncio.sleep(0.3)
         # The fast writer may not take a seq while an earlier one is uncommitted.
         assert not fast.done()
-        assert await store.events_after(0) == []
+        assert await pg_store.events_after(0) == []
 
         await slow.rollback()
         after_rollback = await asyncio.wait_for(fast, 10)
         # The rolled-back number is handed out again: no gap for a reader to wonder about.
         assert after_rollback.seq == first.seq
-        assert [e.seq for e in await store.events_after(0)] == [first.seq]
+        assert [e.seq for e in await pg_store.events_after(0)] == [first.seq]
 
         slow = slow_conn.transaction()
         await slow.start()
         held = await append_event(slow_conn, _draft("slow"))
-        fast = asyncio.create_task(append(store.pool, _draft("fast")))
+        fast = asyncio.create_task(append(pg_store.pool, _draft("fast")))
         await asyncio.sleep(0.3)
         assert not fast.done()
         await slow.commit()
         behind = await asyncio.wait_for(fast, 10)
         assert (held.seq, behind.seq) == (first.seq + 1, first.seq + 2)
-        assert [e.task_id for e in await store.events_after(first.seq)] == ["slow", "fast"]
+        assert [e.task_id for e in await pg_store.events_after(first.seq)] == ["slow", "fast"]
 
 
 async def test_a_plain_sequence_would_let_a_reader_skip_a_slow_commit(pg_url: str) -> None:
@@ -196,7 +184,7 @@ async def test_a_plain_sequence_would_let_a_reader_skip_a_slow_commit(pg_url: st
 
 
 async def test_notifications_arrive_in_commit_order_and_carry_progress(
-    store: PostgresStore, pg_url: str
+    pg_store: PostgresStore, pg_url: str
 ) -> None:
     heard: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
     listener = await asyncpg.connect(pg_url)
@@ -207,17 +195,17 @@ async def test_notifications_arrive_in_commit_order_and_carry_progress(
     await listener.add_listener(EVENTS_CHANNEL, hear)
     await listener.add_listener(PROGRESS_CHANNEL, hear)
     try:
-        stored = await append(store.pool, _draft("a"))
+        stored = await append(pg_store.pool, _draft("a"))
         try:
-            async with store.pool.acquire() as db, db.transaction():
+            async with pg_store.pool.acquire() as db, db.transaction():
                 await append_event(db, _draft("rolled-back"))
                 raise _Rollback
         except _Rollback:
             pass
         figures = [Progress(512, 1024, 2_000_000.0), Progress(7, None, 0.0)]
         batch = [(_draft(f"p{i}", EventName.PROGRESS), p) for i, p in enumerate(figures)]
-        sent = await publish_progress(store.pool, batch)
-        later = await append(store.pool, _draft("a", EventName.STARTED))
+        sent = await publish_progress(pg_store.pool, batch)
+        later = await append(pg_store.pool, _draft("a", EventName.STARTED))
 
         got = [await asyncio.wait_for(heard.get(), 5) for _ in range(3)]
         assert [channel for channel, _ in got] == [EVENTS_CHANNEL, PROGRESS_CHANNEL, EVENTS_CHANNEL]
