@@ -241,3 +241,15 @@ async def test_a_database_restart_mid_run_loses_nothing() -> None:
             run.cancel()
             await asyncio.gather(run, return_exceptions=True)
             await store.close()
+
+
+async def test_a_writer_can_wait_until_its_event_was_delivered(
+    pg_store: PostgresStore, feed_of: _FeedStarter
+) -> None:
+    # Long poll, so only the notification can bring the event in time.
+    feed, received = await feed_of.start(poll_interval=30)
+    for _ in range(5):
+        event = await append(pg_store.pool, _draft("mine"))
+        async with asyncio.timeout(10):
+            await feed.read_through(event.seq)
+        assert received.seqs[-1] == event.seq, "delivered before read_through returned"

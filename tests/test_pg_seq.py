@@ -84,7 +84,7 @@ async def test_a_seq_reader_beside_concurrent_writers_sees_every_commit_once_in_
                     )
                 assert (fenced is None) == (epoch == 99)
                 if fenced is not None:
-                    committed.append(fenced.seq)
+                    committed.append(fenced.event.seq)
                 continue
             try:
                 async with pg_store.pool.acquire() as db, db.transaction():

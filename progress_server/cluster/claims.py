@@ -14,7 +14,7 @@ All times come from the database's clock: the nodes' clocks may disagree.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from progress_server.cluster.eventlog import append_guarded
@@ -137,10 +137,10 @@ class TaskLeases:
         )
         async with self._store.write_connection() as db:
             if draft is not None:
-                event = await append_guarded(db, fenced, [task_id, epoch, *params], draft)
-                if event is None:
+                stored = await append_guarded(db, fenced, [task_id, epoch, *params], draft)
+                if stored is None:
                     raise LeaseLost(task_id)
-                return event
+                return stored.event
             if not await db.fetch(fenced, task_id, epoch, *params):
                 raise LeaseLost(task_id)
             return None
@@ -178,27 +178,3 @@ class TaskLeases:
             list(held),
             list(held.values()),
         )
-
-
-async def take_over(
-    store: PostgresStore,
-    task_id: str,
-    allowed_from: Collection[TaskState],
-    change: TaskChange,
-    draft: Event,
-) -> Event | None:
-    """A user's action (cancel, pause, retry) from any node, whoever runs the task.
-
-    Applies only if the task is in one of `allowed_from`, and returns the stored event;
-    None otherwise (the caller re-reads and answers with the state it finds). It ends any
-    node's run: the epoch moves on, so the runner's next write fails and it stops.
-    """
-    assignments, params = change_assignments(change, first_param=3)
-    guarded = (
-        f"UPDATE tasks SET {assignments}, node = NULL, lease_until = NULL,"
-        " lease_epoch = lease_epoch + 1"
-        " WHERE task_id = $1 AND state = ANY($2::text[]) RETURNING task_id"
-    )
-    allowed = [str(state) for state in allowed_from]
-    async with store.write_connection() as db:
-        return await append_guarded(db, guarded, [task_id, allowed, *params], draft)

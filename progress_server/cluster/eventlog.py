@@ -23,11 +23,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+import asyncpg
+
 from progress_server.models import Event, EventName, Progress, TaskState
 
 if TYPE_CHECKING:
-    import asyncpg
-
     from progress_server.store.postgres import Connection
 
 # NOTIFY channels. EVENTS carries the seq of a stored event; PROGRESS a whole progress event.
@@ -88,10 +88,18 @@ async def append(pool: asyncpg.Pool[asyncpg.Record], draft: Event) -> Event:
         return await append_event(db, draft)
 
 
+@dataclass(frozen=True)
+class GuardedAppend:
+    """What append_guarded stored: the event with its seq, and the row the guard returned."""
+
+    event: Event
+    row: asyncpg.Record
+
+
 async def append_guarded(
     db: Connection, guard: str, guard_params: Sequence[object], draft: Event
-) -> Event | None:
-    """Run `guard` (an INSERT or UPDATE of a task, with RETURNING) and, only if it matched
+) -> GuardedAppend | None:
+    """Run `guard` (an INSERT or UPDATE of one task, with RETURNING) and, only if it matched
     a row, store `draft` under the next seq: one statement, so one implicit transaction
     whose locks are held for no network round trip. Returns None if the guard matched
     nothing (and then nothing changed and no seq was taken).
@@ -111,10 +119,13 @@ next AS (
     SELECT last_seq, {task_id}, {owner}, {name}, {state}, {body}::json, {at} FROM next
     RETURNING seq
 )
-SELECT (SELECT seq FROM stored) AS seq, (SELECT pg_notify({channel}, seq::text) FROM stored)
+SELECT guard.*, stored.seq AS appended_seq, pg_notify({channel}, stored.seq::text)
+FROM guard CROSS JOIN stored
 """
-    seq = await db.fetchval(sql, *guard_params, *_event_params(draft))
-    return None if seq is None else replace(draft, seq=int(seq))
+    row = await db.fetchrow(sql, *guard_params, *_event_params(draft))
+    if row is None:
+        return None
+    return GuardedAppend(replace(draft, seq=int(row["appended_seq"])), row)
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,8 @@ class ClusterFeed:
         self.reconnects = 0
         # The server process of the LISTEN connection (tests terminate it on purpose).
         self.listener_pid: int | None = None
+        # Set (and replaced) each time the cursor moves on.
+        self._advanced = asyncio.Event()
 
     async def run(self) -> None:
         """Follow the log until cancelled, reconnecting whenever the connection fails."""
@@ -136,6 +138,12 @@ class ClusterFeed:
             if not conn.is_closed():
                 conn.terminate()
 
+    async def read_through(self, seq: int) -> None:
+        """Wait until the stored events up to `seq` were delivered: a node that wrote an
+        event waits for it so its own subscribers and snapshots know it before it answers."""
+        while self.cursor < seq:
+            await self._advanced.wait()
+
     async def _catch_up(self) -> None:
         while True:
             events = await self._store.events_after(self.cursor, limit=_READ_BATCH)
@@ -144,6 +152,9 @@ class ClusterFeed:
                 # Stored events are never dropped, even behind relayed progress.
                 self.delivered = max(self.delivered, event.seq)
                 self._hand_over(event, None)
+            if events:
+                self._advanced.set()
+                self._advanced = asyncio.Event()
             if len(events) < _READ_BATCH:
                 return
 

@@ -39,6 +39,31 @@ if TYPE_CHECKING:
     )
 
 
+# A new task's row; new_task_params gives its parameters.
+INSERT_TASK = """
+INSERT INTO tasks (task_id, owner_key_id, url, filename, requested_filename, sha256, state,
+    options, idempotency_key, created_at, updated_at, host)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::json, $9, $10, $11, $12)
+"""
+
+
+def new_task_params(task: Task, idempotency_key: str | None) -> list[object]:
+    return [
+        task.task_id,
+        task.owner_key_id,
+        task.url,
+        task.filename,
+        task.requested_filename,
+        task.sha256,
+        str(task.state),
+        json.dumps(task.options),
+        idempotency_key,
+        task.created_at,
+        task.updated_at,
+        task_host(task.url),
+    ]
+
+
 def task_host(url: str) -> str:
     """The host --max-per-host counts a task against (as the scheduler counts it)."""
     return urlsplit(url).hostname or ""
@@ -158,22 +183,7 @@ class PostgresStore:
         """Store a new task together with its first event, atomically; sets `task.order`."""
         async with self.transaction() as db:
             task.order = await db.fetchval(
-                "INSERT INTO tasks (task_id, owner_key_id, url, filename, requested_filename,"
-                " sha256, state, options, idempotency_key, created_at, updated_at, host)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::json, $9, $10, $11, $12)"
-                " RETURNING task_order",
-                task.task_id,
-                task.owner_key_id,
-                task.url,
-                task.filename,
-                task.requested_filename,
-                task.sha256,
-                str(task.state),
-                json.dumps(task.options),
-                idempotency_key,
-                task.created_at,
-                task.updated_at,
-                task_host(task.url),
+                INSERT_TASK + " RETURNING task_order", *new_task_params(task, idempotency_key)
             )
             await insert_event_row(db, event)
         return task

@@ -1,0 +1,61 @@
+"""Submitting from any node: a task and its queued event in one write, its seq from the
+cluster's log, and one task per Idempotency-Key even when two nodes get it at once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+from progress_server.cluster.actions import enqueue
+from progress_server.cluster.claims import TaskLeases
+from progress_server.models import Event, EventName, Task, TaskState
+from progress_server.store.postgres import PostgresStore
+
+
+def _new(owner: int, url: str = "http://a.example/f") -> tuple[Task, Event]:
+    now = time.time()
+    task = Task(str(uuid.uuid4()), owner, url, None, TaskState.PENDING, now, now)
+    draft = Event(0, EventName.QUEUED, task.task_id, owner, TaskState.PENDING, now, {})
+    return task, draft
+
+
+async def test_a_submitted_task_is_stored_with_its_queued_event(pg_store: PostgresStore) -> None:
+    owner = await pg_store.create_key("k", "hash", False)
+    first, first_draft = _new(owner)
+    second, second_draft = _new(owner)
+    queued = await enqueue(pg_store, first, None, first_draft)
+    later = await enqueue(pg_store, second, None, second_draft)
+    assert queued is not None and later is not None
+    assert 0 < queued.seq < later.seq
+    assert 0 < first.order < second.order
+    assert await pg_store.get_task(first.task_id) == first
+    assert await pg_store.events_after(0) == [queued, later]
+
+    claim = await TaskLeases(pg_store, "n", lease_seconds=30).claim_next(2)
+    assert claim is not None and claim.task.task_id == first.task_id
+
+
+async def test_one_task_per_idempotency_key_across_nodes(pg_url: str) -> None:
+    nodes = [PostgresStore(pg_url) for _ in range(4)]
+    for node in nodes:
+        await node.open()
+    try:
+        owner = await nodes[0].create_key("k", "hash", False)
+        attempts = [_new(owner) for _ in nodes]
+        results = await asyncio.gather(
+            *(
+                enqueue(node, task, "same-key", draft)
+                for node, (task, draft) in zip(nodes, attempts, strict=True)
+            )
+        )
+        stored = [event for event in results if event is not None]
+        assert len(stored) == 1, "exactly one node stored the task"
+        winner = next(t for (t, _), e in zip(attempts, results, strict=True) if e is not None)
+        found = await nodes[1].task_by_idempotency_key(owner, "same-key", since=0)
+        assert found is not None and found.task_id == winner.task_id
+        assert [t.task_id for t in await nodes[2].list_tasks(None)] == [winner.task_id]
+        assert await nodes[3].events_after(0) == stored, "the losers took no seq"
+    finally:
+        for node in nodes:
+            await node.close()
