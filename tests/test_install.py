@@ -124,6 +124,12 @@ def _get(url: str, server: subprocess.Popen[bytes]) -> int:
             time.sleep(0.1)
 
 
+# Modules that run only with an extra installed, by extra.
+_EXTRA_MODULES = {
+    "postgres": ("progress_server/cluster/", "progress_server/store/postgres"),
+}
+
+
 def test_every_third_party_import_is_a_declared_dependency(wheel: Path) -> None:
     """A fresh install gets only what the wheel declares; an undeclared import (found here
     on the developer's machine) would fail there with ModuleNotFoundError."""
@@ -136,6 +142,13 @@ def test_every_third_party_import_is_a_declared_dependency(wheel: Path) -> None:
         for line in text.splitlines()
         if line.startswith("Requires-Dist:") and "extra ==" not in line
     }
+    # Packages an optional extra brings, allowed only in the modules of that extra (nothing
+    # else imports those modules at load time: a plain install never reaches them).
+    by_extra: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        if line.startswith("Requires-Dist:") and "extra ==" in line:
+            extra = line.rsplit("extra ==", 1)[1].strip(" '\"")
+            by_extra.setdefault(_requirement_name(line.split(":", 1)[1]), set()).add(extra)
     # What the declared packages pull in themselves counts too (yarl comes with aiohttp).
     pending = list(declared)
     while pending:
@@ -165,9 +178,39 @@ def test_every_third_party_import_is_a_declared_dependency(wheel: Path) -> None:
                 if top in sys.stdlib_module_names or top == "progress_server":
                     continue
                 dists = {d.lower().replace("_", "-") for d in distributions.get(top, [top])}
-                if not dists & declared:
-                    missing[top] = module.relative_to(REPO_ROOT).as_posix()
+                if dists & declared:
+                    continue
+                where = module.relative_to(REPO_ROOT).as_posix()
+                extras = set().union(*(by_extra.get(d, set()) for d in dists))
+                if not any(where.startswith(_EXTRA_MODULES.get(e, ())) for e in extras):
+                    missing[top] = where
     assert not missing, f"imported but not in [project] dependencies: {missing}"
+
+
+def test_no_module_of_a_plain_install_loads_an_extras_modules() -> None:
+    """An extra's modules (which import the extra's packages) are imported lazily, inside
+    the functions that need them, so a plain install starts without the extra."""
+    extra_modules = {
+        prefix.removesuffix("/").replace("/", ".")
+        for prefixes in _EXTRA_MODULES.values()
+        for prefix in prefixes
+    }
+    eager: dict[str, str] = {}
+    for module in (REPO_ROOT / "progress_server").rglob("*.py"):
+        where = module.relative_to(REPO_ROOT).as_posix()
+        if any(where.startswith(p) for prefixes in _EXTRA_MODULES.values() for p in prefixes):
+            continue
+        for node in ast.parse(module.read_text()).body:
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            for name in names:
+                if any(name.startswith(extra) for extra in extra_modules):
+                    eager[name] = where
+    assert not eager, f"loaded at import time by a plain install's modules: {eager}"
 
 
 def _requirement_name(requirement: str) -> str:
