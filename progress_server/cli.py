@@ -85,6 +85,9 @@ def setting_option(name: str) -> Callable[[Callable[..., Any]], Callable[..., An
         # default, which is no value one could type (a tuple, None).
         kwargs["default"] = setting.default
         kwargs["show_default"] = setting.default is not None and hint is not bool
+    if how.default_text and setting.default_factory is MISSING:
+        # A default decided at start-up (from other settings): said in words.
+        kwargs["show_default"] = how.default_text
     if how.repeatable:
         kwargs["multiple"] = True
     if how.parse is not None:

@@ -134,7 +134,7 @@ TASK_RECORD_KEYS = (
     "created_at",
     "updated_at",
 )
-TASK_RECORD_OPTIONAL_KEYS = ("sha256", "options")
+TASK_RECORD_OPTIONAL_KEYS = ("sha256", "options", "node")
 
 
 @dataclass
@@ -158,6 +158,11 @@ class Task:
     attempts: int = 0
     # Submission order; the scheduler starts pending tasks in this order.
     order: int = 0
+    # Cluster mode: the node running the task now (None when none). Only a task read from
+    # a cluster's database is `clustered`, and only its record names the node.
+    # Not compared: where a task runs says nothing about what it is.
+    node: str | None = field(default=None, compare=False)
+    clustered: bool = field(default=False, compare=False)
 
     def to_wire(self, progress: Progress | None = None) -> JSON:
         shown = progress or Progress(self.downloaded_bytes, self.total_bytes)
@@ -176,6 +181,8 @@ class Task:
             record["sha256"] = self.sha256
         if self.options:
             record["options"] = self.options
+        if self.clustered:
+            record["node"] = self.node
         return record
 
 

@@ -11,7 +11,8 @@ from collections import Counter
 import pytest
 
 from progress_server.cluster.actions import take_over
-from progress_server.cluster.claims import Claim, LeaseLost, TaskLeases
+from progress_server.cluster.claims import Claim, TaskLeases
+from progress_server.coordination import LeaseLost
 from progress_server.models import Event, EventName, Task, TaskState
 from progress_server.store.postgres import PostgresStore
 from progress_server.store.rows import SnapshotRow, TaskChange

@@ -55,6 +55,15 @@ def _event(seq: int, task: Task, name: EventName = EventName.QUEUED, **body: obj
     return Event(seq, name, task.task_id, task.owner_key_id, task.state, time.time(), dict(body))
 
 
+def _unstorable(store: Store, task: Task) -> Event:
+    """An event the store refuses: on SQLite its seq is taken (seq 2 is); PostgreSQL gives
+    its own seq, but refuses a NUL character in text."""
+    if isinstance(store, PostgresStore):
+        nul = task.task_id + "\x00"
+        return Event(0, EventName.ERROR, nul, task.owner_key_id, task.state, time.time(), {})
+    return _event(2, task, EventName.ERROR)
+
+
 async def _owner(store: Store, name: str = "alice") -> int:
     return await store.create_key(name, f"hash-{name}", False)
 
@@ -106,8 +115,9 @@ async def test_a_task_reads_back_exactly_as_stored(store: Store) -> None:
         sha256="ab" * 32,
         options={"segments": 4, "post_process": None, "nested": {"z": 1, "a": 2}},
     )
-    first = await store.insert_task(task, "idem-1", _event(1, task))
-    assert first.order > 0
+    queued = await store.insert_task(task, "idem-1", _event(1, task))
+    assert task.order > 0
+    assert queued.seq > 0 and queued.task_id == task.task_id
     got = await store.get_task(task.task_id)
     assert got == task
     assert got is not None and list(got.options["nested"]) == ["z", "a"], "key order kept"
@@ -225,10 +235,10 @@ async def test_a_transition_is_all_or_nothing(store: Store) -> None:
     started = _event(2, task, EventName.STARTED)
     await store.record_transition(started, task.task_id, TaskChange(state=TaskState.DOWNLOADING))
 
-    # The event cannot be stored (its seq is taken): the task change must not stay either.
+    # The event cannot be stored: the task change must not stay either.
     with pytest.raises(Exception):  # noqa: B017 - each backend raises its own driver error
         await store.record_transition(
-            _event(2, task, EventName.ERROR), task.task_id, TaskChange(state=TaskState.FAILED)
+            _unstorable(store, task), task.task_id, TaskChange(state=TaskState.FAILED)
         )
     got = await store.get_task(task.task_id)
     assert got is not None and got.state is TaskState.DOWNLOADING
@@ -259,24 +269,30 @@ async def test_snapshots_and_deletion(store: Store) -> None:
 async def test_events_read_back_in_seq_order_with_their_filters(store: Store) -> None:
     alice, bob = await _owner(store, "alice"), await _owner(store, "bob")
     a, b = _task(alice), _task(bob)
-    await store.insert_task(a, None, _event(3, a))
-    await store.insert_task(b, None, _event(5, b))
+    # SQLite keeps the seqs given (stored out of order here); PostgreSQL gives its own.
+    qa = await store.insert_task(a, None, _event(3, a))
+    qb = await store.insert_task(b, None, _event(5, b))
     body = {"progress": {"percentage": 50.0, "downloaded_bytes": 1}, "z": [1, None], "a": "é"}
-    await store.insert_event(_event(9, a, EventName.STARTED, **body))
-    await store.insert_event(_event(7, b, EventName.STARTED))
+    sa = await store.insert_event(_event(9, a, EventName.STARTED, **body))
+    sb = await store.insert_event(_event(7, b, EventName.STARTED))
+    stored = sorted([qa, qb, sa, sb], key=lambda e: e.seq)
+    seqs = [e.seq for e in stored]
+    assert len(set(seqs)) == 4
 
-    assert [e.seq for e in await store.events_after(0)] == [3, 5, 7, 9]
-    assert [e.seq for e in await store.events_after(5)] == [7, 9]
-    assert [e.seq for e in await store.events_after(0, limit=2)] == [3, 5]
-    assert [e.seq for e in await store.events_after(0, task_ids=[a.task_id])] == [3, 9]
-    assert await store.events_after(0, task_ids=[]) == []
-    assert [e.seq for e in await store.events_after(0, owner_key_id=bob)] == [5, 7]
-    started = (await store.events_after(8))[0]
-    assert started == _event(9, a, EventName.STARTED, **body) or (
-        started.body == body and started.name is EventName.STARTED
+    assert [e.seq for e in await store.events_after(0)] == seqs
+    assert [e.seq for e in await store.events_after(seqs[1])] == seqs[2:]
+    assert [e.seq for e in await store.events_after(0, limit=2)] == seqs[:2]
+    assert [e.seq for e in await store.events_after(0, task_ids=[a.task_id])] == sorted(
+        [qa.seq, sa.seq]
     )
+    assert await store.events_after(0, task_ids=[]) == []
+    assert [e.seq for e in await store.events_after(0, owner_key_id=bob)] == sorted(
+        [qb.seq, sb.seq]
+    )
+    started = next(e for e in await store.events_after(0) if e.seq == sa.seq)
+    assert started == sa or (started.body == body and started.name is EventName.STARTED)
     assert list(started.body) == ["progress", "z", "a"], "key order kept"
-    assert await store.max_event_seq() == 9
+    assert await store.max_event_seq() == seqs[-1]
 
 
 async def test_seq_reservations_survive_a_reopen(store: Store) -> None:

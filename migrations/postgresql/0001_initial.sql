@@ -50,6 +50,9 @@ CREATE INDEX tasks_owner_order ON tasks(owner_key_id, task_order);
 CREATE INDEX tasks_state_order ON tasks(state, task_order);
 CREATE UNIQUE INDEX tasks_idempotency ON tasks(owner_key_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
+-- Two nodes naming new tasks at the same moment must not give two tasks one file: the
+-- second insert fails here and its node picks another name.
+CREATE UNIQUE INDEX tasks_filename ON tasks(filename) WHERE filename IS NOT NULL;
 -- What a claim scans: unfinished tasks, oldest first; and the per-host count of running ones.
 CREATE INDEX tasks_claimable ON tasks(task_order)
     WHERE state IN ('pending', 'downloading', 'processing');

@@ -1,42 +1,15 @@
-"""What any node does to a task for a user (submit, cancel, pause, resume, retry), with
-the event that tells of it taking its seq from the cluster's log in the same statement."""
+"""What any node does to a task for a user (cancel, pause, resume, retry), whoever runs it,
+with the event that tells of it taking its seq from the cluster's log in the same
+statement. (Submitting is PostgresStore.insert_task.)"""
 
 from __future__ import annotations
 
 from collections.abc import Collection
 
 from progress_server.cluster.eventlog import append_guarded
-from progress_server.models import Event, Task, TaskState
-from progress_server.store.postgres import (
-    INSERT_TASK,
-    PostgresStore,
-    change_assignments,
-    new_task_params,
-)
+from progress_server.models import Event, TaskState
+from progress_server.store.postgres import PostgresStore, change_assignments
 from progress_server.store.rows import TaskChange
-
-_ENQUEUE = (
-    INSERT_TASK
-    + "ON CONFLICT (owner_key_id, idempotency_key) WHERE idempotency_key IS NOT NULL"
-    + " DO NOTHING RETURNING task_order"
-)
-
-
-async def enqueue(
-    store: PostgresStore, task: Task, idempotency_key: str | None, draft: Event
-) -> Event | None:
-    """Store a new task with its queued event; sets `task.order`, returns the event.
-
-    None when the owner's `idempotency_key` already names a task (another node may have
-    stored it a moment ago): nothing was written; the caller reads that task instead.
-    """
-    params = new_task_params(task, idempotency_key)
-    async with store.write_connection() as db:
-        stored = await append_guarded(db, _ENQUEUE, params, draft)
-    if stored is None:
-        return None
-    task.order = stored.row["task_order"]
-    return stored.event
 
 
 async def take_over(

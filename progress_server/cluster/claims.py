@@ -18,10 +18,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from progress_server.cluster.eventlog import append_guarded
+from progress_server.coordination import LeaseLost
 from progress_server.models import Event, Task, TaskState
-from progress_server.store.postgres import PostgresStore, change_assignments
+from progress_server.store.postgres import (
+    PostgresStore,
+    change_assignments,
+    cluster_task_from_row,
+)
 from progress_server.store.rows import SnapshotRow, TaskChange
-from progress_server.store.sqlite_rows import task_from_row
 
 # pg_advisory_xact_lock key all claims share ("prog" "clm" in ASCII).
 CLAIMS_LOCK = 0x70726F67_636C6D
@@ -51,14 +55,6 @@ UPDATE tasks SET node = $1,
 FROM candidate WHERE tasks.task_id = candidate.task_id
 RETURNING tasks.*
 """
-
-
-class LeaseLost(Exception):
-    """Another node took the task over, or a user's action ended this node's run of it."""
-
-    def __init__(self, task_id: str) -> None:
-        super().__init__(f"lease on task {task_id} lost")
-        self.task_id = task_id
 
 
 @dataclass(frozen=True)
@@ -94,7 +90,7 @@ class TaskLeases:
             )
         if row is None:
             return None
-        return Claim(task_from_row(row), row["lease_epoch"])
+        return Claim(cluster_task_from_row(row), row["lease_epoch"])
 
     async def renew(self, held: Mapping[str, int]) -> set[str]:
         """Extend the leases on `held` (task_id -> epoch); returns the tasks no longer ours.
@@ -144,6 +140,18 @@ class TaskLeases:
             if not await db.fetch(fenced, task_id, epoch, *params):
                 raise LeaseLost(task_id)
             return None
+
+    async def confirm(self, task_id: str, epoch: int) -> None:
+        """A fenced write that changes nothing: raises LeaseLost unless the task is still
+        held at `epoch`."""
+        found = await self._store.pool.fetchval(
+            "UPDATE tasks SET lease_epoch = lease_epoch WHERE task_id = $1 AND lease_epoch = $2"
+            " RETURNING task_id",
+            task_id,
+            epoch,
+        )
+        if found is None:
+            raise LeaseLost(task_id)
 
     async def save_snapshots(self, snapshots: Iterable[tuple[SnapshotRow, int]]) -> set[str]:
         """Store running tasks' byte counts, each fenced by its epoch, in one statement;

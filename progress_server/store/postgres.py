@@ -17,10 +17,19 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from progress_server.cluster.eventlog import append_event, append_guarded
 from progress_server.models import Event, Task, TaskState
 from progress_server.store.postgres_migrations import apply_migrations
-from progress_server.store.rows import ApiKeyRow, SessionRow, SnapshotRow, TaskChange
+from progress_server.store.rows import (
+    ApiKeyRow,
+    DuplicateSubmission,
+    FilenameTaken,
+    SessionRow,
+    SnapshotRow,
+    TaskChange,
+)
 from progress_server.store.sqlite_rows import (
+    ColumnRow,
     change_columns,
     event_from_row,
     key_from_row,
@@ -30,6 +39,9 @@ from progress_server.store.sqlite_rows import (
 
 # Task columns of type json: their parameters (JSON text) are cast.
 _JSON_COLUMNS = frozenset({"result", "error"})
+
+# NOTIFY channel on which a deleted task's id goes to every node (see ClusterFeed).
+DELETIONS_CHANNEL = "progress_server_deletions"
 
 # A connection of our own or one lent by the pool; asyncpg's classes are generic only in
 # its type stubs, so the alias exists for the type checker alone.
@@ -62,6 +74,21 @@ def new_task_params(task: Task, idempotency_key: str | None) -> list[object]:
         task.updated_at,
         task_host(task.url),
     ]
+
+
+_ENQUEUE = (
+    INSERT_TASK
+    + "ON CONFLICT (owner_key_id, idempotency_key) WHERE idempotency_key IS NOT NULL"
+    + " DO NOTHING RETURNING task_order"
+)
+
+
+def cluster_task_from_row(row: ColumnRow) -> Task:
+    """A task row of the cluster's database: the task, and which node runs it."""
+    task = task_from_row(row)
+    task.node = row["node"]
+    task.clustered = True
+    return task
 
 
 def task_host(url: str) -> str:
@@ -170,6 +197,24 @@ class PostgresStore:
         async with self.transaction() as db:
             await db.execute("DELETE FROM sessions WHERE token_hash = $1", token_hash)
 
+    async def session_by_hash(self, token_hash: str, now: float) -> SessionRow | None:
+        """An unexpired session another node may have made (page sessions live in memory
+        on the node that made them)."""
+        row = await self.pool.fetchrow(
+            "SELECT * FROM sessions WHERE token_hash = $1 AND expires_at > $2", token_hash, now
+        )
+        return None if row is None else session_from_row(row)
+
+    async def live_session_hashes(self, token_hashes: Sequence[str], now: float) -> set[str]:
+        """Which of these sessions still exist, unexpired (another node may have ended one)."""
+        rows = await self.pool.fetch(
+            "SELECT token_hash FROM sessions"
+            " WHERE token_hash = ANY($1::text[]) AND expires_at > $2",
+            list(token_hashes),
+            now,
+        )
+        return {row["token_hash"] for row in rows}
+
     async def live_sessions(self, now: float) -> list[SessionRow]:
         """Unexpired sessions; expired ones are deleted on the way."""
         async with self.transaction() as db:
@@ -179,14 +224,23 @@ class PostgresStore:
 
     # -- tasks -------------------------------------------------------------------------
 
-    async def insert_task(self, task: Task, idempotency_key: str | None, event: Event) -> Task:
-        """Store a new task together with its first event, atomically; sets `task.order`."""
-        async with self.transaction() as db:
-            task.order = await db.fetchval(
-                INSERT_TASK + " RETURNING task_order", *new_task_params(task, idempotency_key)
-            )
-            await insert_event_row(db, event)
-        return task
+    async def insert_task(self, task: Task, idempotency_key: str | None, event: Event) -> Event:
+        """Store a new task with its first event (its seq from the cluster's log) in one
+        statement; sets `task.order`. Raises DuplicateSubmission when the owner's
+        `idempotency_key` already names a task and FilenameTaken when another task has the
+        task's filename (another node stored either a moment ago): nothing is stored then."""
+        params = new_task_params(task, idempotency_key)
+        try:
+            async with self.write_connection() as db:
+                stored = await append_guarded(db, _ENQUEUE, params, event)
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "tasks_filename":
+                raise FilenameTaken(task.filename) from exc
+            raise
+        if stored is None:
+            raise DuplicateSubmission(idempotency_key)
+        task.order = stored.row["task_order"]
+        return stored.event
 
     async def task_by_idempotency_key(
         self, owner_key_id: int, idempotency_key: str, since: float
@@ -198,7 +252,7 @@ class PostgresStore:
             idempotency_key,
             since,
         )
-        return None if row is None else task_from_row(row)
+        return None if row is None else cluster_task_from_row(row)
 
     async def clear_idempotency_key(self, owner_key_id: int, idempotency_key: str) -> None:
         """Free a key older than its window so it can name a new task."""
@@ -212,7 +266,7 @@ class PostgresStore:
 
     async def get_task(self, task_id: str) -> Task | None:
         row = await self.pool.fetchrow("SELECT * FROM tasks WHERE task_id = $1", task_id)
-        return None if row is None else task_from_row(row)
+        return None if row is None else cluster_task_from_row(row)
 
     async def list_tasks(
         self,
@@ -235,7 +289,7 @@ class PostgresStore:
             [str(s) for s in states],
             limit,
         )
-        return [task_from_row(row) for row in rows]
+        return [cluster_task_from_row(row) for row in rows]
 
     async def filenames_in_use(self) -> set[str]:
         rows = await self.pool.fetch("SELECT filename FROM tasks WHERE filename IS NOT NULL")
@@ -247,14 +301,18 @@ class PostgresStore:
             # Two nodes may claim one name at the same moment: serialise claims of the same
             # name (a transaction-scoped lock, so nothing is left held on any error).
             await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", filename)
-            claimed = await db.fetch(
-                "UPDATE tasks SET filename = $1, updated_at = $2 WHERE task_id = $3"
-                " AND NOT EXISTS (SELECT 1 FROM tasks WHERE filename = $1 AND task_id <> $3)"
-                " RETURNING task_id",
-                filename,
-                time.time(),
-                task_id,
-            )
+            try:
+                claimed = await db.fetch(
+                    "UPDATE tasks SET filename = $1, updated_at = $2 WHERE task_id = $3"
+                    " AND NOT EXISTS (SELECT 1 FROM tasks WHERE filename = $1 AND task_id <> $3)"
+                    " RETURNING task_id",
+                    filename,
+                    time.time(),
+                    task_id,
+                )
+            except asyncpg.UniqueViolationError:
+                # A new task was stored with this name meanwhile (inserts take no lock).
+                return False
         return bool(claimed)
 
     async def update_task(self, task_id: str, change: TaskChange) -> None:
@@ -263,12 +321,17 @@ class PostgresStore:
 
     async def record_transition(
         self, event: Event | None, task_id: str, change: TaskChange
-    ) -> None:
-        """Change a task and store the event that tells of it, atomically."""
-        async with self.transaction() as db:
-            await update_task_row(db, task_id, change)
-            if event is not None:
-                await insert_event_row(db, event)
+    ) -> Event | None:
+        """Change a task and store the event that tells of it (its seq from the cluster's
+        log), in one statement; None, with nothing stored, when there is no such task."""
+        if event is None:
+            await self.update_task(task_id, change)
+            return None
+        assignments, params = change_assignments(change, first_param=2)
+        guard = f"UPDATE tasks SET {assignments} WHERE task_id = $1 RETURNING task_id"
+        async with self.write_connection() as db:
+            stored = await append_guarded(db, guard, [task_id, *params], event)
+        return None if stored is None else stored.event
 
     async def save_snapshots(self, snapshots: Iterable[SnapshotRow]) -> None:
         """Store running tasks' byte counts (throttled progress), in one write."""
@@ -283,16 +346,18 @@ class PostgresStore:
             )
 
     async def delete_task(self, task_id: str) -> None:
-        """Remove a task and its events."""
+        """Remove a task and its events, and tell every node (delivered at the commit)."""
         async with self.transaction() as db:
             await db.execute("DELETE FROM events WHERE task_id = $1", task_id)
             await db.execute("DELETE FROM tasks WHERE task_id = $1", task_id)
+            await db.execute("SELECT pg_notify($1, $2)", DELETIONS_CHANNEL, task_id)
 
     # -- events ------------------------------------------------------------------------
 
-    async def insert_event(self, event: Event) -> None:
-        async with self.transaction() as db:
-            await insert_event_row(db, event)
+    async def insert_event(self, event: Event) -> Event:
+        """Store an event under the next seq of the cluster's log; returns it as stored."""
+        async with self.write_connection() as db:
+            return await append_event(db, event)
 
     async def events_after(
         self,
@@ -334,20 +399,6 @@ class PostgresStore:
 
 
 # -- rows ------------------------------------------------------------------------------
-
-
-async def insert_event_row(db: Connection, event: Event) -> None:
-    await db.execute(
-        "INSERT INTO events (seq, task_id, owner_key_id, event, state, body, created_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6::json, $7)",
-        event.seq,
-        event.task_id,
-        event.owner_key_id,
-        str(event.name),
-        str(event.state),
-        json.dumps(event.body),
-        event.timestamp,
-    )
 
 
 def change_assignments(change: TaskChange, first_param: int) -> tuple[str, list[object]]:

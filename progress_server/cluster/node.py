@@ -1,0 +1,72 @@
+"""ClusterNode: this server as one node of a cluster: its id, the shared PostgreSQL store,
+the event log every node reads back, and the coordinator that claims its work."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from progress_server.cluster.buslog import ClusterLog
+from progress_server.cluster.coordinator import ClusterCoordinator
+from progress_server.coordination import Coordinator
+from progress_server.events import EventBus, EventLog
+from progress_server.node import NodeUnavailable
+from progress_server.nodeid import node_id
+from progress_server.sessions import SharedSessions
+from progress_server.settings import Settings
+from progress_server.store import Store
+from progress_server.store.postgres import PostgresStore
+
+
+def redacted_url(url: str) -> str:
+    """The database URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}@" if parts.username else ""
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+class ClusterNode:
+    def __init__(self, settings: Settings) -> None:
+        assert settings.database is not None, "a cluster node needs --database"
+        self._settings = settings
+        self.node_id = node_id(settings)
+        self._store = PostgresStore(settings.database)
+        self._log: ClusterLog | None = None
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    @property
+    def log(self) -> EventLog:
+        assert self._log is not None, "the node is not open"
+        return self._log
+
+    @property
+    def label(self) -> str | None:
+        return self.node_id
+
+    @property
+    def shared_sessions(self) -> SharedSessions | None:
+        return self._store
+
+    async def open(self) -> None:
+        try:
+            await self._store.open()
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            where = redacted_url(self._store.url)
+            raise NodeUnavailable(f"cannot use the database {where}: {exc}") from exc
+        self._log = ClusterLog(self._store)
+
+    async def close(self) -> None:
+        await self._store.close()
+
+    def coordinator(self, bus: EventBus) -> Coordinator:
+        assert self._log is not None, "the node is not open"
+        return ClusterCoordinator(self._settings, self._store, bus, self._log, self.node_id)
