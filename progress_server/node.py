@@ -11,6 +11,7 @@ from typing import Protocol
 
 from progress_server.coordination import Coordinator, LocalCoordinator
 from progress_server.events import EventBus, EventLog, LocalLog
+from progress_server.nodeid import node_id
 from progress_server.sessions import SharedSessions
 from progress_server.settings import Settings
 from progress_server.store import Store
@@ -75,7 +76,9 @@ class LocalNode:
         return LocalCoordinator(self._settings, self._store)
 
 
-def new_node(settings: Settings) -> Node:
+def new_node(settings: Settings, *, serving: bool = True) -> Node:
+    """The node `settings` describe; `serving` False for a command that only uses its
+    store (`keys`), which then leaves no node id behind in DATA_DIR."""
     if settings.database is None:
         return LocalNode(settings)
     try:
@@ -85,12 +88,12 @@ def new_node(settings: Settings) -> Node:
         raise NodeUnavailable(
             f"--database needs the postgres extra (pip install 'progress-server[postgres]'): {exc}"
         ) from exc
-    return ClusterNode(settings)
+    return ClusterNode(settings, node_id(settings) if serving else None)
 
 
 @asynccontextmanager
-async def opened_node(settings: Settings) -> AsyncIterator[Node]:
-    node = new_node(settings)
+async def opened_node(settings: Settings, *, serving: bool = True) -> AsyncIterator[Node]:
+    node = new_node(settings, serving=serving)
     try:
         await node.open()
         yield node

@@ -131,7 +131,10 @@ class ClusterFeed:
         def on_lost(_conn: object) -> None:
             queue.put_nowait(_ConnectionLost())
 
-        conn = await asyncpg.connect(self._url, timeout=10)
+        name = f"{self._store.application_name} feed"
+        conn = await asyncpg.connect(
+            self._url, timeout=10, server_settings={"application_name": name[:63]}
+        )
         try:
             conn.add_termination_listener(on_lost)
             await conn.add_listener(EVENTS_CHANNEL, on_event)

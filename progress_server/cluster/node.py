@@ -12,7 +12,6 @@ from progress_server.cluster.coordinator import ClusterCoordinator
 from progress_server.coordination import Coordinator
 from progress_server.events import EventBus, EventLog
 from progress_server.node import NodeUnavailable
-from progress_server.nodeid import node_id
 from progress_server.sessions import SharedSessions
 from progress_server.settings import Settings
 from progress_server.store import Store
@@ -32,11 +31,15 @@ def redacted_url(url: str) -> str:
 
 
 class ClusterNode:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, name: str | None) -> None:
+        """`name`: the node's id when it serves; None for a command (`keys --database`)."""
         assert settings.database is not None, "a cluster node needs --database"
         self._settings = settings
-        self.node_id = node_id(settings)
-        self._store = PostgresStore(settings.database)
+        self.node_id = name
+        # Named in pg_stat_activity, so an operator sees which node holds which connection
+        # (the feed's own connection: "<name> feed").
+        shown = f"progress-server {name}" if name else "progress-server command"
+        self._store = PostgresStore(settings.database, application_name=shown[:63])
         self._log: ClusterLog | None = None
 
     @property
@@ -68,5 +71,5 @@ class ClusterNode:
         await self._store.close()
 
     def coordinator(self, bus: EventBus) -> Coordinator:
-        assert self._log is not None, "the node is not open"
+        assert self._log is not None and self.node_id is not None, "not a serving node"
         return ClusterCoordinator(self._settings, self._store, bus, self._log, self.node_id)

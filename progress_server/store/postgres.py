@@ -99,8 +99,17 @@ def task_host(url: str) -> str:
 class PostgresStore:
     """The Store on one PostgreSQL database, through a pool of asyncpg connections."""
 
-    def __init__(self, url: str, *, min_connections: int = 1, max_connections: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_connections: int = 1,
+        max_connections: int = 10,
+        application_name: str = "progress-server",
+    ) -> None:
         self.url = url
+        # Shown in pg_stat_activity, so an operator sees which node holds which connection.
+        self.application_name = application_name
         self._min_connections = min_connections
         self._max_connections = max_connections
         self._pool_or_none: asyncpg.Pool[asyncpg.Record] | None = None
@@ -112,7 +121,10 @@ class PostgresStore:
     async def open(self) -> None:
         await apply_migrations(self.url)
         self._pool_or_none = await asyncpg.create_pool(
-            self.url, min_size=self._min_connections, max_size=self._max_connections
+            self.url,
+            min_size=self._min_connections,
+            max_size=self._max_connections,
+            server_settings={"application_name": self.application_name},
         )
 
     async def close(self) -> None:
