@@ -119,7 +119,7 @@ class TaskRun:
             await self._run()
         except LeaseLost:
             # Also from the write telling of a failure: nothing of this run may be written.
-            log.info("task %s: lease lost, another node runs it now", self.task.task_id)
+            log.info("task %s: stopped, this node no longer holds it", self.task.task_id)
 
     async def _run(self) -> None:
         task = self.task

@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 
 from progress_server import transitions
-from progress_server.coordination import Coordinator, LocalCoordinator, RunLease
+from progress_server.coordination import Coordinator, LeaseLost, LocalCoordinator, RunLease
 from progress_server.downloader import Downloader
 from progress_server.downloads_dir import DownloadsDir
 from progress_server.errors import Conflict, ShuttingDown
@@ -342,7 +342,9 @@ class Scheduler:
             for run in list(self._running.values()):
                 if run.transferring and run.tracker.seconds_since_last_byte() >= 0.5:
                     if run.tracker.due():
-                        await run.emit_progress()
+                        # A run that lost its task says nothing more; it stops on its own.
+                        with contextlib.suppress(LeaseLost):
+                            await run.emit_progress()
 
     async def _flush_snapshots(self) -> None:
         while True:

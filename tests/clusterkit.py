@@ -173,6 +173,10 @@ class Cluster:
         if self._http is not None:
             await self._http.close()
 
+    def crashes(self) -> list[str]:
+        """Nodes whose log holds a traceback: nothing a node does may end in one."""
+        return [node.name for node in self.nodes if "Traceback" in node.server.log_text()]
+
     def logs(self, lines: int = 25) -> str:
         return "\n".join(
             f"--- {node.name} ---\n{node.server.log_tail(lines)}" for node in self.nodes
@@ -195,11 +199,13 @@ class CountingOrigin(Origin):
         super().__init__()
         self.in_flight: dict[str, int] = {}
         self.most_in_flight: dict[str, int] = {}
+        self.most_at_once = 0
 
     async def _serve_file(self, request: web.Request) -> web.StreamResponse:
         host = request.url.host or ""
         self.in_flight[host] = self.in_flight.get(host, 0) + 1
         self.most_in_flight[host] = max(self.most_in_flight.get(host, 0), self.in_flight[host])
+        self.most_at_once = max(self.most_at_once, sum(self.in_flight.values()))
         try:
             return await super()._serve_file(request)
         finally:

@@ -140,7 +140,15 @@ class PgServer:
 
     def restart(self) -> None:
         """Stop (fast: clients are disconnected) and start again on the same port."""
+        self.halt()
+        self.resume()
+
+    def halt(self) -> None:
+        """Stop the server (fast: clients are disconnected), keeping its data."""
         self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start a halted server again, on the same port."""
         self._pg_ctl_start()
 
     def stop(self) -> None:

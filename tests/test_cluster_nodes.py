@@ -38,6 +38,7 @@ async def cluster(tmp_path: Path, pg_url: str) -> AsyncIterator[Cluster]:
         yield started
     finally:
         await started.close()
+    assert not started.crashes(), started.logs(60)
 
 
 def _sha256(path: Path) -> str:

@@ -18,13 +18,11 @@ import logging
 import time
 from collections.abc import Callable
 
-import asyncpg
-
 from progress_server.cluster.listener import ClusterFeed
 from progress_server.cluster.relay import ProgressRelay
 from progress_server.events import Deliver, Persist
 from progress_server.models import Event, Progress
-from progress_server.store.postgres import PostgresStore
+from progress_server.store.postgres import DATABASE_ERRORS, PostgresStore
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +94,7 @@ class ClusterLog:
     async def _relay_progress(self, draft: Event, progress: Progress) -> Event:
         try:
             return await self._relay.publish(draft, progress)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        except DATABASE_ERRORS as exc:
             now = time.monotonic()
             if now - self._last_relay_warning >= _RELAY_WARNING_SECONDS:
                 self._last_relay_warning = now

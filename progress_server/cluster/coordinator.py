@@ -17,10 +17,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-import asyncpg
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from progress_server import transitions
 from progress_server.cluster.actions import take_over
@@ -31,15 +29,15 @@ from progress_server.errors import Conflict
 from progress_server.events import EventBus
 from progress_server.models import Event, EventName, Task, TaskState
 from progress_server.settings import Settings
-from progress_server.store.postgres import PostgresStore
+from progress_server.store.postgres import DATABASE_ERRORS, PostgresStore
 from progress_server.store.rows import TaskChange
 
 if TYPE_CHECKING:
     from progress_server.runner import TaskRun
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 CLAIM_TICK_SECONDS = 1.0
 HEALTH_CHECK_SECONDS = 1.0
 # Events after which a claim may succeed that could not before: work was queued, or a task
@@ -67,20 +65,35 @@ class ClusterRunLease:
 
     async def confirm(self) -> None:
         self.check()
-        await self._leases.confirm(self.task_id, self.epoch)
+        await self._fenced(self._leases.confirm(self.task_id, self.epoch))
         self.check()
 
     async def write(
         self, change: TaskChange, draft: Event | None = None, *, release: bool = False
     ) -> Event | None:
         self.check()
+        return await self._fenced(
+            self._leases.write(self.task_id, self.epoch, change, draft, release=release)
+        )
+
+    async def _fenced(self, write: Awaitable[T]) -> T:
         try:
-            return await self._leases.write(
-                self.task_id, self.epoch, change, draft, release=release
-            )
+            return await write
         except LeaseLost:
             self.lost = True
             raise
+        except DATABASE_ERRORS as exc:
+            # Whether it was stored is unknown, and a write must not be told twice: the run
+            # stops here, and once its lease runs out the task is claimed again and goes on
+            # from its `.part` file (a stored end is not claimed again).
+            log.warning(
+                "task %s: database unreachable (%s); the run stops, the task goes on once"
+                " its lease runs out",
+                self.task_id,
+                exc,
+            )
+            self.lost = True
+            raise LeaseLost(self.task_id) from exc
 
 
 class ClusterWrites:
@@ -217,7 +230,12 @@ class ClusterCoordinator:
             for run in runs
             if (lease := _live_lease(run)) is not None
         ]
-        for task_id in await self._leases.save_snapshots(rows):
+        try:
+            lost = await self._leases.save_snapshots(rows)
+        except DATABASE_ERRORS as exc:
+            log.warning("could not save progress snapshots: %s", exc)
+            return
+        for task_id in lost:
             self._lose(task_id)
 
     # -- claims, heartbeat, health ---------------------------------------------------------
@@ -235,6 +253,8 @@ class ClusterCoordinator:
                 await self._claim_what_fits(launcher)
             except DATABASE_ERRORS as exc:
                 log.warning("could not claim work: %s", exc)
+            except Exception:  # the loop must outlive any one failure
+                log.exception("claiming work failed")
 
     async def _claim_what_fits(self, launcher: Launcher) -> None:
         settings = self._settings
@@ -264,6 +284,9 @@ class ClusterCoordinator:
             except DATABASE_ERRORS as exc:
                 log.warning("could not renew leases: %s", exc)
                 continue
+            except Exception:  # the loop must outlive any one failure
+                log.exception("renewing leases failed")
+                continue
             for task_id, lease in held.items():
                 if task_id in lost:
                     self._lose(task_id)
@@ -276,7 +299,7 @@ class ClusterCoordinator:
                 async with asyncio.timeout(max(HEALTH_CHECK_SECONDS * 2, 2.0)):
                     await self._store.pool.fetchval("SELECT 1")
                 reachable = True
-            except DATABASE_ERRORS:
+            except Exception:  # whatever stops a "SELECT 1" means: not reachable
                 reachable = False
             if reachable != self._reachable:
                 self._reachable = reachable

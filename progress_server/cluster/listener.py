@@ -33,7 +33,7 @@ from progress_server.cluster.eventlog import (
     parse_progress,
 )
 from progress_server.models import Event, Progress
-from progress_server.store.postgres import DELETIONS_CHANNEL, PostgresStore
+from progress_server.store.postgres import DATABASE_ERRORS, DELETIONS_CHANNEL, PostgresStore
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,12 @@ class ClusterFeed:
             while True:
                 try:
                     await self._follow()
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, _ConnectionLost):
-                    log.warning("cluster event feed lost its connection; reconnecting")
                 except TimeoutError:
                     log.warning("cluster event feed: database not answering; reconnecting")
+                except (*DATABASE_ERRORS, _ConnectionLost):
+                    log.warning("cluster event feed lost its connection; reconnecting")
+                except Exception:  # the feed must outlive any one failure: it is the node's ears
+                    log.exception("cluster event feed failed; reconnecting")
                 self.reconnects += 1
                 # The pool's connections most likely went the same way: replace them before
                 # a writer gets one, instead of failing its write.
@@ -147,7 +149,7 @@ class ClusterFeed:
             if self.reconnects and self._on_reconnected is not None:
                 try:
                     await self._on_reconnected()
-                except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+                except DATABASE_ERRORS:
                     raise
                 except Exception:  # a broken callback must not stop the feed
                     log.exception("cluster event feed: after-reconnect check failed")

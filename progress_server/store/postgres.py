@@ -40,6 +40,16 @@ from progress_server.store.sqlite_rows import (
 # Task columns of type json: their parameters (JSON text) are cast.
 _JSON_COLUMNS = frozenset({"result", "error"})
 
+# What a lost or restarting database raises (InternalClientError: a connection that broke
+# in the middle of an operation).
+DATABASE_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+
 # NOTIFY channel on which a deleted task's id goes to every node (see ClusterFeed).
 DELETIONS_CHANNEL = "progress_server_deletions"
 
@@ -103,7 +113,9 @@ class PostgresStore:
         self,
         url: str,
         *,
-        min_connections: int = 1,
+        # None kept open when idle: after a database restart the pool does not hammer it
+        # to restore a floor; connections come back as they are needed.
+        min_connections: int = 0,
         max_connections: int = 10,
         application_name: str = "progress-server",
     ) -> None:
