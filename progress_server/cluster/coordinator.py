@@ -313,10 +313,14 @@ class ClusterCoordinator:
     # -- runs this node lost -------------------------------------------------------------
 
     def _lose(self, task_id: str) -> None:
+        """The task is no longer this node's: its run stops and writes nothing more."""
         lease = self._held.get(task_id)
         if lease is None or lease.lost:
             return
         lease.lost = True
+        self._abandon(task_id)
+
+    def _abandon(self, task_id: str) -> None:
         if self._launcher is not None:
             job = asyncio.create_task(self._launcher.abandon(task_id), name=f"abandon-{task_id}")
             self._jobs.append(job)
@@ -328,7 +332,11 @@ class ClusterCoordinator:
 
     def _on_event(self, event: Event) -> None:
         if event.name in _ENDS_A_RUN and event.task_id in self._held:
-            self._lose(event.task_id)
+            # A user's action on another node ended the run (its write already fenced this
+            # run's writes off in the database). The run stops; the bytes it holds still go
+            # to its part file, as when the task is paused on this node: nobody else runs
+            # the task until it is resumed.
+            self._abandon(event.task_id)
         if event.name is EventName.QUEUED or (
             event.name in _CHANGES_STATE
             and not event.is_progress
