@@ -3,6 +3,7 @@ closes it again, also when a step fails. Nothing is built at import time."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Protocol, TypeVar
@@ -29,6 +30,7 @@ from progress_server.downloader import Downloader
 from progress_server.events import EventBus
 from progress_server.fanout import Hub
 from progress_server.looplag import LoopLagMonitor
+from progress_server.media import source as media_source
 from progress_server.metrics import Metrics
 from progress_server.netpolicy import PolicyResolver, policy_for
 from progress_server.node import NodeUnavailable, opened_node
@@ -47,6 +49,7 @@ from progress_server.web.sessions import session_middleware
 from progress_server.web.ws import close_sockets
 
 MAX_REQUEST_LINE = 32 * 1024
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -154,6 +157,9 @@ async def open_resources(app: web.Application, stack: AsyncExitStack) -> None:
     # Looked for once: a missing ffmpeg is warned about once, here, and requests are
     # checked against this answer.
     media_tools = app[MEDIA_TOOLS] = detect_media_tools()
+    if missing := media_source.startup_warning():
+        # Once, here: without the [media] extra, "source": "media" answers 422.
+        log.warning("%s", missing)
     scheduler = app[SCHEDULER] = Scheduler(
         settings,
         store,

@@ -10,8 +10,10 @@ progress_server.cluster.coordinator.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
@@ -154,6 +156,10 @@ class Coordinator(Protocol):
     async def save_snapshots(self, runs: Sequence[TaskRun]) -> None:
         """Store running tasks' byte counts (throttled progress)."""
 
+    def exclusive(self, name: str) -> AbstractAsyncContextManager[None]:
+        """Held by one server at a time, cluster-wide: for work every node may start but
+        only one may do at once (following a playlist's entries)."""
+
 
 class LocalCoordinator:
     """SQLite mode: an in-memory queue started in submission order, within --max-concurrent
@@ -213,6 +219,10 @@ class LocalCoordinator:
 
     async def save_snapshots(self, runs: Sequence[TaskRun]) -> None:
         await self._store.save_snapshots([run.snapshot_row() for run in runs])
+
+    def exclusive(self, name: str) -> AbstractAsyncContextManager[None]:
+        # One process: its own locks (the caller's) are enough.
+        return contextlib.nullcontext()
 
     def _pump(self) -> None:
         launcher = self._launcher

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -22,6 +23,9 @@ from progress_server.store import FilenameTaken, Store
 # transcode never leaves a half-written file under a real name, and its leftovers are found.
 _SCRATCH = ".{task_id}.transcode.{extension}"
 _SCRATCH_GLOB = ".{task_id}.transcode.*"
+# A media task's yt-dlp folder (its .part, .ytdl and fragment files): named after the task,
+# so a resumed or restarted run finds what the last one left and continues from it.
+_MEDIA_WORK = ".{task_id}.media"
 
 
 def part_path(root: Path, filename: str) -> Path:
@@ -66,8 +70,15 @@ class DownloadsDir:
     def part_path(self, filename: str) -> Path:
         return part_path(self.root, filename)
 
+    def media_work_dir(self, task_id: str) -> Path:
+        """Where a media task's worker downloads until its file is complete."""
+        return self.root / _MEDIA_WORK.format(task_id=task_id)
+
     def part_size(self, task: Task) -> int:
-        """Bytes in the task's `.part` file: after a crash, the truth about how far it got."""
+        """Bytes in the task's `.part` file: after a crash, the truth about how far it got.
+        A media task's count is yt-dlp's, kept while its work folder is there."""
+        if task.is_media:
+            return task.downloaded_bytes if self.has_part(task) else 0
         if task.filename is None:
             return 0
         try:
@@ -76,6 +87,8 @@ class DownloadsDir:
             return 0
 
     def has_part(self, task: Task) -> bool:
+        if task.is_media:
+            return self.media_work_dir(task.task_id).is_dir()
         return task.filename is not None and self.part_path(task.filename).exists()
 
     def finished_file(self, task: Task) -> Path | None:
@@ -145,6 +158,11 @@ class DownloadsDir:
         # In a thread: unlinking a multi-gigabyte file can hold the loop for a while.
         await asyncio.to_thread(_unlink_all, paths)
         await self.remove_scratch(task.task_id)
+        await self.remove_media_work(task.task_id)
+
+    async def remove_media_work(self, task_id: str) -> None:
+        """Remove a media task's work folder (once its file is placed, or with the task)."""
+        await asyncio.to_thread(shutil.rmtree, self.media_work_dir(task_id), True)
 
     async def remove_scratch(self, task_id: str) -> None:
         """Remove what a stopped or crashed transcode of this task left behind."""

@@ -23,6 +23,10 @@ class Conflict(DomainError):
     """The task is in a state that does not allow the action."""
 
 
+class Invalid(DomainError):
+    """What was asked for cannot be done as given (e.g. a format selector yt-dlp rejects)."""
+
+
 class NotFound(DomainError):
     """No such thing, or one the caller may not see (the two are never told apart)."""
 

@@ -45,6 +45,8 @@ class ErrorType(enum.StrEnum):
     SIZE_LIMIT = "size_limit"
     INVALID_URL = "invalid_url"
     PROCESSING_ERROR = "processing_error"
+    # A media source (yt-dlp) found nothing to download: an unsupported URL, no media.
+    EXTRACT_ERROR = "extract_error"
     CANCELLED = "cancelled"
     INTERNAL_ERROR = "internal_error"
 
@@ -135,6 +137,13 @@ TASK_RECORD_KEYS = (
     "updated_at",
 )
 TASK_RECORD_OPTIONAL_KEYS = ("sha256", "options", "node")
+# *extra* keys of media tasks only (CONTRACT.md, "Media sources"): `source` when yt-dlp
+# fetches it; a playlist's parent lists its `entries`, each entry names its `parent_id`.
+TASK_RECORD_MEDIA_KEYS = ("source", "parent_id", "playlist_index", "entries")
+
+# How a task's URL is fetched: as a file, or through yt-dlp.
+HTTP_SOURCE = "http"
+MEDIA_SOURCE = "media"
 
 
 @dataclass
@@ -158,11 +167,25 @@ class Task:
     attempts: int = 0
     # Submission order; the scheduler starts pending tasks in this order.
     order: int = 0
+    source: str = HTTP_SOURCE
+    # A playlist entry: its parent task and its 1-based place in the playlist.
+    parent_id: str | None = None
+    playlist_index: int | None = None
+    # A playlist's parent: its entries' task ids in playlist order (None: not a playlist).
+    entries: list[str] | None = None
     # Cluster mode: the node running the task now (None when none). Only a task read from
     # a cluster's database is `clustered`, and only its record names the node.
     # Not compared: where a task runs says nothing about what it is.
     node: str | None = field(default=None, compare=False)
     clustered: bool = field(default=False, compare=False)
+
+    @property
+    def is_media(self) -> bool:
+        return self.source == MEDIA_SOURCE
+
+    @property
+    def is_playlist(self) -> bool:
+        return self.entries is not None
 
     def to_wire(self, progress: Progress | None = None) -> JSON:
         shown = progress or Progress(self.downloaded_bytes, self.total_bytes)
@@ -183,6 +206,13 @@ class Task:
             record["options"] = self.options
         if self.clustered:
             record["node"] = self.node
+        if self.is_media:
+            record["source"] = self.source
+        if self.parent_id is not None:
+            record["parent_id"] = self.parent_id
+            record["playlist_index"] = self.playlist_index
+        if self.entries is not None:
+            record["entries"] = list(self.entries)
         return record
 
 

@@ -82,6 +82,8 @@ class TaskQueries:
 
     def finished_file(self, task: Task) -> Path:
         """The completed task's file on disk."""
+        if task.is_playlist:
+            raise Conflict("a playlist has no file of its own; each entry has one")
         if task.state is not TaskState.COMPLETED or not task.filename:
             raise Conflict(f"the task is {task.state.value}; its file is ready once completed")
         path = self._downloads.finished_file(task)

@@ -139,6 +139,14 @@ async def resolve_ids(client: ProgressClient, given: tuple[str, ...]) -> list[st
 @click.option("--sha256", help="Expected SHA-256 of the file (hex); checked when complete.")
 @click.option("--preset", help="Transcode when done, e.g. mp4, mp3 or remux-mp4.")
 @click.option("--wait", is_flag=True, help="Show live progress bars until finished.")
+@click.option(
+    "--source",
+    type=click.Choice(["auto", "http", "media"]),
+    help="auto (default): media for video sites and .m3u8/.mpd, else a file; http: a file;"
+    " media: through yt-dlp (needs the [media] extra).",
+)
+@click.option("--format", "media_format", help="yt-dlp format selector, e.g. 'ba/b' for audio.")
+@click.option("--no-playlist", is_flag=True, help="Only the item a playlist URL points at.")
 @json_option
 @remote_options
 def add(
@@ -147,6 +155,9 @@ def add(
     sha256: str | None,
     preset: str | None,
     wait: bool,
+    source: str | None,
+    media_format: str | None,
+    no_playlist: bool,
     as_json: bool,
     server: str,
     api_key: str | None,
@@ -157,7 +168,15 @@ def add(
 
     async def work(client: ProgressClient) -> tuple[list[TaskRecord], list[str]]:
         async def create(url: str) -> TaskRecord:
-            return await client.create(url, filename=filename, sha256=sha256, preset=preset)
+            return await client.create(
+                url,
+                filename=filename,
+                sha256=sha256,
+                preset=preset,
+                source=source,
+                format=media_format,
+                playlist=False if no_playlist else None,
+            )
 
         # A refused URL does not stop the others; it is reported, and the exit is non-zero.
         records, problems = await _each(list(urls), create)

@@ -25,6 +25,7 @@ from progress_server.downloader import Downloader, DownloadError
 from progress_server.downloads_dir import DownloadsDir
 from progress_server.events import EventBus
 from progress_server.lifecycle import TaskLifecycle
+from progress_server.media.download_phase import MediaDownloadPhase
 from progress_server.models import (
     JSON,
     ErrorType,
@@ -35,6 +36,7 @@ from progress_server.models import (
     completed_body,
     error_body,
 )
+from progress_server.playlists import Playlists
 from progress_server.processing import Pipeline, ProcessingContext, ProcessingError
 from progress_server.settings import Settings
 from progress_server.store import SnapshotRow, TaskChange
@@ -62,6 +64,7 @@ class RunContext:
     downloader: Downloader
     pipeline: Pipeline
     downloads: DownloadsDir
+    playlists: Playlists
 
 
 class TaskRun:
@@ -88,6 +91,10 @@ class TaskRun:
         self._last_progress: JSON | None = None
         self._last_processing_report = float("-inf")
         self._last_processing: JSON | None = None
+        # *extra* fields of this run's progress events (a media task's `fragments`).
+        self.progress_extra: JSON = {}
+        # A media worker's merge took the task to processing before its file was placed.
+        self.processing_started = False
 
     def start(self, finished: Callable[[TaskRun], None]) -> None:
         """Run in the background; `finished` is told when the run is over, however it ended
@@ -124,8 +131,13 @@ class TaskRun:
     async def _run(self) -> None:
         task = self.task
         try:
-            path, digest = await self._download_phase()
-            await self._processing_phase(path, digest)
+            if task.is_media:
+                downloaded = await MediaDownloadPhase(self).run()
+                if downloaded is None:
+                    return  # a playlist: its entries run as tasks of their own
+            else:
+                downloaded = await self._download_phase()
+            await self._processing_phase(*downloaded)
         except asyncio.CancelledError:
             if self.stop_reason is None:
                 raise
@@ -172,14 +184,15 @@ class TaskRun:
     async def _processing_phase(self, path: Path, digest: str | None) -> None:
         task = self.task
         size = path.stat().st_size
-        await self.ctx.lifecycle.transition(
-            task,
-            EventName.PROCESSING,
-            TaskState.PROCESSING,
-            progress=Progress(size, size),
-            change=TaskChange(downloaded_bytes=size, total_bytes=size),
-            lease=self.lease,
-        )
+        if not self.processing_started:
+            await self.ctx.lifecycle.transition(
+                task,
+                EventName.PROCESSING,
+                TaskState.PROCESSING,
+                progress=Progress(size, size),
+                change=TaskChange(downloaded_bytes=size, total_bytes=size),
+                lease=self.lease,
+            )
         # Only now: a slot freed earlier would let the next task show `downloading` while
         # this one still does, more at once than --max-concurrent says.
         self._free_slot(self)
@@ -311,7 +324,8 @@ class TaskRun:
                 wire = progress.to_wire()
             self.tracker.mark_emitted()
         self._last_progress = wire
-        await self._publish(EventName.PROGRESS, TaskState.DOWNLOADING, {"progress": wire}, progress)
+        body = {"progress": wire, **self.progress_extra}
+        await self._publish(EventName.PROGRESS, TaskState.DOWNLOADING, body, progress)
 
     async def _publish(
         self, name: EventName, state: TaskState, body: JSON, progress: Progress | None = None

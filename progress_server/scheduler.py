@@ -24,6 +24,7 @@ from progress_server.downloads_dir import DownloadsDir
 from progress_server.errors import Conflict, ShuttingDown
 from progress_server.events import EventBus
 from progress_server.lifecycle import TaskLifecycle, log_deleted, log_submitted
+from progress_server.media import source as media_source
 from progress_server.models import (
     JSON,
     ErrorType,
@@ -34,6 +35,7 @@ from progress_server.models import (
     TaskState,
     error_body,
 )
+from progress_server.playlists import Playlists
 from progress_server.processing import Pipeline
 from progress_server.queries import TaskQueries
 from progress_server.runner import RunContext, StopReason, TaskRun
@@ -54,6 +56,8 @@ class NewTask:
     sha256: str | None = None
     options: JSON | None = None
     idempotency_key: str | None = None
+    # "auto", "http" or "media" as asked; submit() resolves "auto" (media/source.py).
+    source: str = "auto"
 
 
 class Scheduler:
@@ -69,12 +73,16 @@ class Scheduler:
         self.settings = settings
         self._store = store
         self._bus = bus
-        self._coordinator = coordinator or LocalCoordinator(settings, store)
+        # Which task runs here next: an in-memory queue, or claims in a cluster.
+        self.coordinator = coordinator or LocalCoordinator(settings, store)
         self.downloads = DownloadsDir(settings.downloads_dir, store)
-        self.lifecycle = TaskLifecycle(bus, self._coordinator.writes)
+        self.lifecycle = TaskLifecycle(bus, self.coordinator.writes)
         self.queries = TaskQueries(store, bus, self.downloads)
+        self.playlists = Playlists(
+            store, bus, self.lifecycle, settings.progress_interval, self, self.coordinator.exclusive
+        )
         self._run_context = RunContext(
-            settings, self.lifecycle, bus, downloader, pipeline, self.downloads
+            settings, self.lifecycle, bus, downloader, pipeline, self.downloads, self.playlists
         )
         self.accepting = False
         self._running: dict[str, TaskRun] = {}
@@ -91,16 +99,19 @@ class Scheduler:
         while batch := await self._store.list_tasks(None, limit=1000, after_order=after):
             for task in batch:
                 self._bus.snapshots.load(task)
-                if task.state.is_active:
+                self.playlists.load(task)
+                # A playlist's parent has no run of its own: it follows its entries.
+                if task.state.is_active and not task.is_playlist:
                     unfinished.append(task)
             after = batch[-1].order
-        await self._coordinator.start(self, unfinished)
+        await self.coordinator.start(self, unfinished)
         self._background = [
             asyncio.create_task(self._tick_progress(), name="progress-ticker"),
             asyncio.create_task(self._flush_snapshots(), name="snapshot-flusher"),
         ]
+        await self.playlists.start()
         self.accepting = True
-        self._coordinator.wake()
+        self.coordinator.wake()
 
     async def recover(self, task: Task) -> Task:
         """An unfinished task found at start-up, made ready to run again."""
@@ -123,6 +134,7 @@ class Scheduler:
     async def stop(self) -> None:
         """Stop all work, keeping every task's state for the next start."""
         self.accepting = False
+        await self.playlists.stop()
         for job in self._background:
             job.cancel()
         for job in self._background:
@@ -130,7 +142,7 @@ class Scheduler:
                 await job
         runs = list(self._running.values())
         await asyncio.gather(*(run.stop(StopReason.SHUTDOWN) for run in runs))
-        await self._coordinator.stop(runs)
+        await self.coordinator.stop(runs)
 
     # -- submission --------------------------------------------------------------------
 
@@ -150,9 +162,12 @@ class Scheduler:
             requested_filename=new.filename,
             options=new.options or {},
         )
+        task.source = await media_source.choose_source(
+            new.source, new.url, task.options.get("format")
+        )
 
         async def insert(event: Event) -> Event:
-            return await self._coordinator.writes.insert(task, new.idempotency_key, event)
+            return await self.coordinator.writes.insert(task, new.idempotency_key, event)
 
         async def publish_queued(filename: str | None = None) -> None:
             task.filename = filename
@@ -169,9 +184,7 @@ class Scheduler:
             # Looked up under the lock that also covers the insert: two requests carrying
             # one key at once must get one task, not a UNIQUE violation.
             if new.idempotency_key:
-                existing = await self._store.task_by_idempotency_key(
-                    owner_key_id, new.idempotency_key, now - IDEMPOTENCY_WINDOW
-                )
+                existing = await self._by_key(owner_key_id, new.idempotency_key, now)
                 if existing is not None:
                     return existing, False
                 await self._store.clear_idempotency_key(owner_key_id, new.idempotency_key)
@@ -182,16 +195,17 @@ class Scheduler:
                     await publish_queued()
             except DuplicateSubmission:
                 # Another node stored a task under this key since the look-up above.
-                assert new.idempotency_key is not None
-                existing = await self._store.task_by_idempotency_key(
-                    owner_key_id, new.idempotency_key, now - IDEMPOTENCY_WINDOW
-                )
+                existing = await self._by_key(owner_key_id, new.idempotency_key or "", now)
                 if existing is None:
                     raise
                 return existing, False
         log_submitted(task)
-        self._coordinator.queue(task)
+        self.coordinator.queue(task)
         return task, True
+
+    async def _by_key(self, owner_key_id: int, key: str, now: float) -> Task | None:
+        since = now - IDEMPOTENCY_WINDOW
+        return await self._store.task_by_idempotency_key(owner_key_id, key, since)
 
     def _require_accepting(self) -> None:
         if not self.accepting:
@@ -201,6 +215,8 @@ class Scheduler:
 
     async def cancel(self, task: Task) -> Task:
         task = await self._stop_for(task, TaskState.CANCELLED, StopReason.CANCEL)
+        if task.is_playlist:
+            return await self.playlists.cancel(task)
         if task.state is TaskState.CANCELLED:
             return task
         await self.lifecycle.transition(
@@ -215,6 +231,8 @@ class Scheduler:
 
     async def pause(self, task: Task) -> Task:
         task = await self._stop_for(task, TaskState.PAUSED, StopReason.PAUSE)
+        if task.is_playlist and task.state is not TaskState.PAUSED:
+            return await self.playlists.pause(task)
         if task.state is TaskState.PAUSED:
             return task
         await self.lifecycle.transition(
@@ -238,7 +256,7 @@ class Scheduler:
         if not transitions.may_follow(task.state, target):
             # It moved on (to processing, or an end) while it was being stopped.
             if task.state.is_active:
-                self._coordinator.queue(task)
+                self.enqueue(task)
             raise Conflict(f"the task is already {task.state.value}")
         return task
 
@@ -250,6 +268,8 @@ class Scheduler:
             if task.state.is_active:
                 return task
             raise Conflict(f"a {task.state.value} task cannot be resumed; retry it instead")
+        if task.is_playlist:
+            return await self.playlists.resume(task)
         return await self._requeue(task)
 
     async def retry(self, task: Task) -> Task:
@@ -258,6 +278,8 @@ class Scheduler:
         task = self._current(task)
         if not (task.state.is_final and transitions.may_follow(task.state, TaskState.PENDING)):
             raise Conflict(f"only failed or cancelled tasks can be retried, not {task.state.value}")
+        if task.is_playlist:
+            return await self.playlists.retry(task)
         return await self._requeue(task)
 
     async def _requeue(self, task: Task) -> Task:
@@ -271,27 +293,32 @@ class Scheduler:
                 downloaded_bytes=task.downloaded_bytes, error=None, result=None, attempts=0
             ),
         )
-        self._coordinator.queue(task)
+        self.enqueue(task)
         return task
 
     async def delete(self, task: Task, delete_file: bool) -> None:
         task = await self._halt(self._current(task), StopReason.DELETE)
+        if task.is_playlist:
+            await self.playlists.delete(task, delete_file)
+            return
         await self.downloads.delete_files(task, finished_too=delete_file)
         await self._store.delete_task(task.task_id)
         self._bus.snapshots.remove(task.task_id)
         log_deleted(task, delete_file)
+        if task.parent_id is not None:
+            await self.playlists.entry_deleted(task)
 
     def _current(self, task: Task) -> Task:
-        """The scheduler's own copy of a queued or running task (what its run changes),
-        else the one given (read from the store)."""
+        """The scheduler's own copy of a queued or running task (what its run changes), a
+        playlist's own copy of its parent, else the one given (read from the store)."""
         run = self._running.get(task.task_id)
         if run is not None:
             return run.task
-        return self._coordinator.queued(task.task_id) or task
+        return self.coordinator.queued(task.task_id) or self.playlists.owns(task) or task
 
     async def _halt(self, task: Task, reason: StopReason) -> Task:
         """Take a task out of the queue or stop its run; returns it as it is afterwards."""
-        self._coordinator.unqueue(task.task_id)
+        self.coordinator.unqueue(task.task_id)
         run = self._running.get(task.task_id)
         if run is None:
             return task
@@ -299,6 +326,10 @@ class Scheduler:
         return run.task
 
     # -- running (the Coordinator's Launcher) ------------------------------------------
+
+    def enqueue(self, task: Task) -> None:
+        """Queue a task to run (a new playlist entry, a task taken up again)."""
+        self.coordinator.queue(task)
 
     def launch(self, task: Task, lease: RunLease) -> TaskRun:
         run = TaskRun(task, self._run_context, self._release_slot, lease)
@@ -316,21 +347,17 @@ class Scheduler:
     def _release_slot(self, run: TaskRun) -> None:
         if run.holds_slot:
             run.holds_slot = False
-            self._coordinator.slot_freed(run)
+            self.coordinator.slot_freed(run)
 
     def _finished(self, run: TaskRun) -> None:
         if self._running.get(run.task.task_id) is run:
             del self._running[run.task.task_id]
         self._release_slot(run)
-        self._coordinator.run_ended(run)
+        self.coordinator.run_ended(run)
 
     @property
     def active_downloads(self) -> int:
         return sum(1 for run in self._running.values() if run.holds_slot)
-
-    @property
-    def coordinator(self) -> Coordinator:
-        return self._coordinator
 
     # -- background --------------------------------------------------------------------
 
@@ -350,7 +377,7 @@ class Scheduler:
         while True:
             await asyncio.sleep(self.settings.snapshot_interval)
             try:
-                await self._coordinator.save_snapshots(
+                await self.coordinator.save_snapshots(
                     [run for run in self._running.values() if run.transferring]
                 )
             except Exception:

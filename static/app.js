@@ -215,6 +215,7 @@
     row.name = produced || record.filename || nameFromUrl(record.url);
     row.host = hostOf(record.url);
     if (record.error) row.error = record.error;
+    row.el.toggleAttribute("data-playlist", Array.isArray(record.entries));
     if (withState) {
       row.state = record.state;
       if (record.progress) row.progress = record.progress;
@@ -542,6 +543,9 @@
     const preset = String(data.get("preset") || "");
     if (filename) body.filename = filename;
     if (preset) body.post_process = { transcode: preset };
+    // A quality is a yt-dlp format selector (the page's options carry them): media.
+    const format = String(data.get("format") || "");
+    if (format) body.format = format;
     const button = addForm.querySelector('button[type="submit"]');
     button.disabled = true;
     try {

@@ -20,6 +20,7 @@ from progress_server.app import create_app  # noqa: E402
 from progress_server.settings import Settings  # noqa: E402
 from tests.apiclient import Api  # noqa: E402
 from tests.media import library  # noqa: E402
+from tests.media_site import MediaSite, make_streams  # noqa: E402
 from tests.origins import Origin  # noqa: E402
 
 # PostgreSQL fixtures (pg_server, pg_url, pg_empty_url) for the cluster-mode tests.
@@ -73,4 +74,18 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 async def media_origin(media_dir: Path) -> AsyncIterator[Origin]:
     async with Origin(media_dir=media_dir) as started:
+        yield started
+
+
+# -- media sources: a local video site with HLS streams made by ffmpeg (tests/media_site.py)
+
+
+@pytest.fixture(scope="session")
+def streams(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_streams(tmp_path_factory.getbasetemp() / "media-site")
+
+
+@pytest.fixture
+async def site(streams: Path) -> AsyncIterator[MediaSite]:
+    async with MediaSite(streams) as started:
         yield started

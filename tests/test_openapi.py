@@ -14,7 +14,12 @@ from referencing.jsonschema import DRAFT202012
 
 from progress_server.app import create_app
 from progress_server.client import ProgressInfo, TaskRecord
-from progress_server.models import PROGRESS_KEYS, TASK_RECORD_KEYS, TASK_RECORD_OPTIONAL_KEYS
+from progress_server.models import (
+    PROGRESS_KEYS,
+    TASK_RECORD_KEYS,
+    TASK_RECORD_MEDIA_KEYS,
+    TASK_RECORD_OPTIONAL_KEYS,
+)
 from progress_server.openapi import build_document
 from progress_server.settings import Settings
 from tests.apiclient import Api
@@ -74,11 +79,12 @@ async def test_one_task_record_shape_in_the_server_the_document_and_the_client(
     """The record's keys are declared once (models); the server's answer, the OpenAPI Task
     schema and the Python client's TaskRecord all carry exactly those."""
     required, optional = set(TASK_RECORD_KEYS), set(TASK_RECORD_OPTIONAL_KEYS)
+    media = set(TASK_RECORD_MEDIA_KEYS)
     schemas = build_document()["components"]["schemas"]
-    assert set(schemas["Task"]["properties"]) == required | optional
+    assert set(schemas["Task"]["properties"]) == required | optional | media
     assert set(schemas["Task"]["required"]) == required
     assert TaskRecord.__required_keys__ == required
-    assert TaskRecord.__optional_keys__ == optional
+    assert TaskRecord.__optional_keys__ == optional | media
 
     plain = await api.submit(origin.url(size=1000))
     assert plain.keys() == required

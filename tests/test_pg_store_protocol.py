@@ -307,3 +307,22 @@ async def test_writes_are_timed_for_the_metrics(store: Store) -> None:
     await _owner(store)
     assert seen and seen[-1] >= 0
     assert store.last_write_seconds == seen[-1]
+
+
+async def test_media_and_playlist_columns_read_back(store: Store) -> None:
+    owner = await _owner(store)
+    parent = _task(owner, source="media")
+    await store.insert_task(parent, None, _event(1, parent))
+    entry = _task(owner, source="media", parent_id=parent.task_id, playlist_index=2)
+    await store.insert_task(entry, None, _event(2, entry))
+    await store.update_task(parent.task_id, TaskChange(entries=[entry.task_id, "b", "a"]))
+
+    got_parent = await store.get_task(parent.task_id)
+    got_entry = await store.get_task(entry.task_id)
+    assert got_parent is not None and got_entry is not None
+    assert got_parent.source == "media" and got_parent.entries == [entry.task_id, "b", "a"]
+    assert (got_entry.parent_id, got_entry.playlist_index) == (parent.task_id, 2)
+    assert got_entry.entries is None and got_entry.is_media
+    await store.update_task(parent.task_id, TaskChange(entries=None))
+    cleared = await store.get_task(parent.task_id)
+    assert cleared is not None and cleared.entries is None

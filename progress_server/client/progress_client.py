@@ -64,12 +64,17 @@ class ProgressClient:
         preset: str | None = None,
         max_speed_mbps: float | None = None,
         idempotency_key: str | None = None,
+        source: str | None = None,
+        format: str | None = None,
+        playlist: bool | None = None,
     ) -> TaskRecord:
         """Submit a download and return its record (state `pending`).
 
         `filename` must be a plain name (no folders); `sha256` is checked once the file is
         complete; `preset` asks for a transcode after the download (e.g. `mp4`, `mp3`,
         `remux-mp4`); the same `idempotency_key` within 24 h returns the first task.
+        Media sources: `source` is "auto" (the server's default), "http" or "media";
+        `format` a yt-dlp format selector; `playlist=False` takes one item of a playlist.
         """
         body: dict[str, Any] = {"url": url}
         if filename is not None:
@@ -80,6 +85,9 @@ class ProgressClient:
             body["post_process"] = {"transcode": preset}
         if max_speed_mbps is not None:
             body["max_speed_mbps"] = max_speed_mbps
+        for name, value in (("source", source), ("format", format), ("playlist", playlist)):
+            if value is not None:
+                body[name] = value
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return cast(
             TaskRecord, await self._request("POST", "/api/downloads", json=body, headers=headers)

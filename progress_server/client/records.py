@@ -51,6 +51,11 @@ class TaskRecord(TypedDict):
     options: NotRequired[dict[str, Any]]
     # Cluster mode: the node running the task now (None when none).
     node: NotRequired[str | None]
+    # Media tasks only (#13): "media"; a playlist entry's parent and place; a parent's entries.
+    source: NotRequired[str]
+    parent_id: NotRequired[str]
+    playlist_index: NotRequired[int]
+    entries: NotRequired[list[str]]
 
 
 class Event(TypedDict, total=False):
@@ -73,3 +78,5 @@ class Event(TypedDict, total=False):
     error: TaskError
     processing: dict[str, Any]
     tasks: list[dict[str, Any]]
+    fragments: dict[str, Any]
+    entries: list[str]

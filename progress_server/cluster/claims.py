@@ -40,6 +40,8 @@ WITH candidate AS (
     SELECT t.task_id FROM tasks t
     WHERE t.state = ANY($4::text[])
       AND (t.lease_until IS NULL OR t.lease_until < clock_timestamp())
+      -- A playlist's parent runs no more once its entries exist: it follows them.
+      AND t.entries IS NULL
       AND (t.state = $6 OR ($5 AND (
             SELECT count(*) FROM tasks r
             WHERE r.host = t.host AND r.lease_until >= clock_timestamp()

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from progress_server import transitions
@@ -237,6 +237,14 @@ class ClusterCoordinator:
             return
         for task_id in lost:
             self._lose(task_id)
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[None]:
+        # A transaction-scoped advisory lock: released with the transaction, however the
+        # holder ends, even if its node dies.
+        async with self._store.pool.acquire() as db, db.transaction():
+            await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", name)
+            yield
 
     # -- claims, heartbeat, health ---------------------------------------------------------
 

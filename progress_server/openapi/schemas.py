@@ -6,6 +6,7 @@ server builds them; `tests/test_openapi.py` checks the properties against those 
 
 from __future__ import annotations
 
+from progress_server.media.job import DEFAULT_FORMAT
 from progress_server.models import (
     PROGRESS_KEYS,
     TASK_RECORD_KEYS,
@@ -105,6 +106,7 @@ def schemas() -> JSON:
                     nullable("string"),
                     "cluster mode only: the node running the task now (null when none).",
                 ),
+                **_media_task_properties(),
             },
         },
         "TaskList": {
@@ -153,6 +155,7 @@ def schemas() -> JSON:
                     },
                     "processing steps for this task.",
                 ),
+                **_media_request_properties(),
             },
         },
         "Event": {
@@ -167,6 +170,18 @@ def schemas() -> JSON:
                 "progress": {"type": "object", "description": "`download.progress`"},
                 "result": {"type": "object", "description": "`download.completed`"},
                 "error": {"type": "object", "description": "`download.error`"},
+                "fragments": extra(
+                    {
+                        "type": "object",
+                        "required": ["index", "count"],
+                        "properties": {
+                            "index": {"type": "integer", "minimum": 1},
+                            "count": nullable("integer", minimum=1),
+                        },
+                    },
+                    "`download.progress` of a fragmented (HLS/DASH) media stream.",
+                ),
+                **_media_event_properties(),
             },
         },
         "EventList": {
@@ -187,4 +202,61 @@ def schemas() -> JSON:
                 ),
             },
         },
+    }
+
+
+# -- media sources (#13) -------------------------------------------------------------------
+
+
+def _media_request_properties() -> JSON:
+    return {
+        "source": extra(
+            {"type": ["string", "null"], "enum": ["auto", "http", "media", None]},
+            "how the URL is fetched (default `auto`): `http` as a file; `media` through "
+            "yt-dlp (site pages, HLS/DASH manifests, pages with `<video>` tags; 422 without "
+            "the `[media]` extra); `auto` is `media` where yt-dlp has a site-specific "
+            "extractor for the URL, or the URL's path ends in `.m3u8` or `.mpd` (a manifest is "
+            "never wanted as a file), or a `format` is given; else `http`.",
+        ),
+        "format": extra(
+            {"type": ["string", "null"], "minLength": 1, "maxLength": 500},
+            f"a yt-dlp format selector (default `{DEFAULT_FORMAT}`); one yt-dlp cannot read "
+            "is a 422. Media sources only.",
+        ),
+        "playlist": extra(
+            {"type": ["boolean", "null"]},
+            "a playlist URL makes a parent task whose entries are tasks of their own "
+            "(default true); false takes only the item the URL points at. Media sources only.",
+        ),
+    }
+
+
+def _media_task_properties() -> JSON:
+    return {
+        "source": extra({"type": "string", "enum": ["media"]}, "present on media tasks."),
+        "parent_id": extra({"type": "string", "format": "uuid"}, "a playlist entry's parent task."),
+        "playlist_index": extra(
+            {"type": "integer", "minimum": 1}, "a playlist entry's place in its playlist."
+        ),
+        "entries": extra(
+            {"type": "array", "items": {"type": "string", "format": "uuid"}},
+            "a playlist's entries, in playlist order. The parent's progress combines "
+            "theirs; it completes when every entry completed and fails when one failed for "
+            "good; cancelling it cancels the unfinished ones. It has no file of its own.",
+        ),
+    }
+
+
+def _media_event_properties() -> JSON:
+    return {
+        "entries": extra(
+            {"type": "array", "items": {"type": "string", "format": "uuid"}},
+            "`download.started` of a playlist's parent once its entries exist.",
+        ),
+        "parent_id": extra(
+            {"type": "string", "format": "uuid"}, "`download.queued` of a playlist entry."
+        ),
+        "playlist_index": extra(
+            {"type": "integer", "minimum": 1}, "`download.queued` of a playlist entry."
+        ),
     }

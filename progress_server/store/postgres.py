@@ -38,7 +38,7 @@ from progress_server.store.sqlite_rows import (
 )
 
 # Task columns of type json: their parameters (JSON text) are cast.
-_JSON_COLUMNS = frozenset({"result", "error"})
+_JSON_COLUMNS = frozenset({"result", "error", "entries"})
 
 # What a lost or restarting database raises (InternalClientError: a connection that broke
 # in the middle of an operation).
@@ -64,8 +64,8 @@ if TYPE_CHECKING:
 # A new task's row; new_task_params gives its parameters.
 INSERT_TASK = """
 INSERT INTO tasks (task_id, owner_key_id, url, filename, requested_filename, sha256, state,
-    options, idempotency_key, created_at, updated_at, host)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8::json, $9, $10, $11, $12)
+    options, idempotency_key, created_at, updated_at, host, source, parent_id, playlist_index)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::json, $9, $10, $11, $12, $13, $14, $15)
 """
 
 
@@ -83,6 +83,9 @@ def new_task_params(task: Task, idempotency_key: str | None) -> list[object]:
         task.created_at,
         task.updated_at,
         task_host(task.url),
+        task.source,
+        task.parent_id,
+        task.playlist_index,
     ]
 
 

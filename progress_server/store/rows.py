@@ -67,6 +67,8 @@ class TaskChange:
     etag: str | Unset | None = UNSET
     last_modified: str | Unset | None = UNSET
     attempts: int | Unset = UNSET
+    # A playlist's entries (task ids in playlist order); set once they exist.
+    entries: list[str] | Unset | None = UNSET
     # When the change happened; a store stamps its own clock when it is left UNSET.
     updated_at: float | Unset = UNSET
 
@@ -82,6 +84,7 @@ class TaskChange:
             "etag": self.etag,
             "last_modified": self.last_modified,
             "attempts": self.attempts,
+            "entries": self.entries,
             "updated_at": self.updated_at,
         }
         return {name: value for name, value in values.items() if value is not UNSET}
@@ -106,5 +109,7 @@ class TaskChange:
             task.last_modified = self.last_modified
         if not isinstance(self.attempts, Unset):
             task.attempts = self.attempts
+        if not isinstance(self.entries, Unset):
+            task.entries = None if self.entries is None else list(self.entries)
         if not isinstance(self.updated_at, Unset):
             task.updated_at = self.updated_at

@@ -196,8 +196,9 @@ class SqliteStore:
         async with self._transaction() as db:
             cur = await db.execute(
                 "INSERT INTO tasks (task_id, owner_key_id, url, filename, requested_filename,"
-                " sha256, state, options, idempotency_key, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " sha256, state, options, idempotency_key, created_at, updated_at,"
+                " source, parent_id, playlist_index)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     task.task_id,
                     task.owner_key_id,
@@ -210,6 +211,9 @@ class SqliteStore:
                     idempotency_key,
                     task.created_at,
                     task.updated_at,
+                    task.source,
+                    task.parent_id,
+                    task.playlist_index,
                 ),
             )
             assert cur.lastrowid is not None

@@ -21,7 +21,7 @@ class ColumnRow(Protocol):
 
 
 # Stored as JSON text.
-_JSON_COLUMNS = frozenset({"result", "error"})
+_JSON_COLUMNS = frozenset({"result", "error", "entries"})
 
 
 def change_columns(change: TaskChange) -> dict[str, object]:
@@ -73,6 +73,10 @@ def task_from_row(row: ColumnRow) -> Task:
         last_modified=row["last_modified"],
         attempts=row["attempts"],
         order=row["task_order"],
+        source=row["source"],
+        parent_id=row["parent_id"],
+        playlist_index=row["playlist_index"],
+        entries=json.loads(row["entries"]) if row["entries"] is not None else None,
     )
 
 

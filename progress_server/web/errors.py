@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from progress_server.errors import Conflict, DomainError, NotFound, ShuttingDown
+from progress_server.errors import Conflict, DomainError, Invalid, NotFound, ShuttingDown
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ def from_domain(error: DomainError) -> ApiError:
         return ApiError(409, error.message)
     if isinstance(error, NotFound):
         return ApiError(404, error.message)
+    if isinstance(error, Invalid):
+        return ApiError(422, error.message)
     return ApiError(400, error.message)
 
 

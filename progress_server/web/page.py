@@ -22,6 +22,7 @@ from progress_server.appkeys import (
     SESSIONS,
 )
 from progress_server.auth import Principal
+from progress_server.media.job import QUALITY_FORMATS
 from progress_server.resources import templates_dir
 from progress_server.sessions import Session
 from progress_server.web.auth import client_address
@@ -45,6 +46,15 @@ PRESETS = (
     ("mp4", "Transcode to MP4"),
     ("mp3", "Extract MP3 audio"),
     ("remux-mp4", "Remux into MP4"),
+)
+# The quality choice: each a yt-dlp format selector, which makes the task a media one
+# (#13); the first leaves it to "auto" (a video site's page or a manifest is media).
+QUALITIES = (
+    ("", "Auto (file or video)"),
+    (QUALITY_FORMATS["best"], "Best video"),
+    (QUALITY_FORMATS["1080p"], "Video up to 1080p"),
+    (QUALITY_FORMATS["720p"], "Video up to 720p"),
+    (QUALITY_FORMATS["audio"], "Audio only"),
 )
 
 _PAGE_HEADERS = {
@@ -151,6 +161,7 @@ async def index(request: web.Request) -> web.Response:
         "more": page.next_after is not None,
         "limit": PAGE_LIMIT,
         "presets": PRESETS,
+        "qualities": QUALITIES,
         "blank": _blank_row(),
     }
     return _render(request, "tasks.html", context)
@@ -198,6 +209,8 @@ async def add_download(request: web.Request) -> web.Response:
         body["filename"] = filename
     if preset := _field(form, "preset"):
         body["post_process"] = {"transcode": preset}
+    if media_format := _field(form, "format"):
+        body["format"] = media_format
     # With the server's media tools, a transcode it cannot run is refused now, not later.
     new = new_task(body, None, request.app[MEDIA_TOOLS])
     await request.app[SCHEDULER].submit(who.key_id, new)

@@ -46,6 +46,8 @@ class TaskRow:
     eta_text: str
     error_type: str
     error_message: str
+    # A playlist's parent (#13): no file of its own to save.
+    playlist: bool = False
 
 
 def task_row(task: Task, live: Progress | None) -> TaskRow:
@@ -75,4 +77,5 @@ def task_row(task: Task, live: Progress | None) -> TaskRow:
         eta_text=shown.eta,
         error_type=str(error.get("type", "")),
         error_message=str(error.get("message", "")),
+        playlist=task.is_playlist,
     )

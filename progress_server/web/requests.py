@@ -15,6 +15,7 @@ from yarl import URL
 from progress_server import filenames
 from progress_server.appkeys import QUERIES
 from progress_server.auth import Principal
+from progress_server.media import source as media_source
 from progress_server.models import Task, TaskState
 from progress_server.processing.options import InvalidPostProcess, accept_post_process
 from progress_server.processing.tools import MediaTools
@@ -26,6 +27,7 @@ _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _INTEGER = re.compile(r"-?[0-9]{1,20}")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _TASK_FIELDS = {"url", "filename", "sha256", "post_process", "max_speed_mbps"}
+_MEDIA_FIELDS = {"source", "format", "playlist"}
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
@@ -51,7 +53,7 @@ def new_task(
 ) -> NewTask:
     """The task a request asks for. With `tools`, a transcode this server cannot run (no
     ffmpeg) is refused too; without, only the post_process options themselves are checked."""
-    unknown = sorted(set(body) - _TASK_FIELDS)
+    unknown = sorted(set(body) - _TASK_FIELDS - _MEDIA_FIELDS)
     if unknown:
         raise ApiError(422, f"unknown field(s): {', '.join(unknown)}")
     url = body.get("url")
@@ -80,9 +82,41 @@ def new_task(
             options["post_process"] = accept_post_process(post_process, tools)
         except InvalidPostProcess as exc:
             raise ApiError(422, str(exc)) from exc
+    requested_source = media_options(body, options)
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
         raise ApiError(400, "Idempotency-Key must be 1 to 200 characters")
-    return NewTask(url, filename, sha256, options, idempotency_key)
+    return NewTask(url, filename, sha256, options, idempotency_key, requested_source)
+
+
+def media_options(body: dict[str, Any], options: dict[str, Any]) -> str:
+    """The media fields (#13): the source asked for; `format` and `playlist` into options."""
+    requested = body.get("source")
+    if requested is None:
+        requested = "auto"
+    if not isinstance(requested, str) or requested not in media_source.SOURCES:
+        raise ApiError(422, f"'source' must be one of {', '.join(media_source.SOURCES)}")
+    if requested == "media" and not media_source.media_available():
+        raise ApiError(422, media_source.MISSING_MESSAGE)
+    selector, playlist = body.get("format"), body.get("playlist")
+    if requested == "http" and (selector is not None or playlist is not None):
+        raise ApiError(
+            422, "'format' and 'playlist' apply to media sources, not \"source\": \"http\""
+        )
+    if selector is not None:
+        if not isinstance(selector, str):
+            raise ApiError(422, "'format' must be a string (a yt-dlp format selector)")
+        if not media_source.media_available():
+            raise ApiError(422, media_source.MISSING_MESSAGE)
+        # yt-dlp itself reads the selector when the task is submitted (media_source).
+        problem = media_source.format_shape_problem(selector)
+        if problem:
+            raise ApiError(422, problem)
+        options["format"] = selector
+    if playlist is not None:
+        if not isinstance(playlist, bool):
+            raise ApiError(422, "'playlist' must be true or false")
+        options["playlist"] = playlist
+    return requested
 
 
 def check_url(url: str) -> None:

@@ -1,0 +1,1 @@
+"""Media sources: yt-dlp runs in a worker process whose JSON lines drive a task's progress."""
