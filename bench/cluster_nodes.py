@@ -74,7 +74,8 @@ async def _burst(target: _Target, origin: Origin, tasks: int, submitters: int) -
             while queue:
                 i = queue.pop()
                 url = target.urls[(index + i) % len(target.urls)] + "/api/downloads"
-                body = {"url": origin.url(size=20_000, seed=i)}
+                # Distinct names, as real downloads mostly have.
+                body = {"url": origin.url(f"/file/f{i}.bin", size=20_000, seed=i)}
                 async with http.post(url, json=body, headers=target.auth) as resp:
                     assert resp.status == 201, await resp.text()
 

@@ -250,12 +250,20 @@ class ClusterCoordinator:
 
     async def _claim_forever(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
+            ticked = False
+            try:
                 async with asyncio.timeout(CLAIM_TICK_SECONDS):
                     await self._wake.wait()
+            except TimeoutError:
+                ticked = True
             self._wake.clear()
             launcher = self._launcher
             if launcher is None or not launcher.accepting or not self._reachable:
+                continue
+            full = launcher.active_downloads >= self._settings.max_concurrent
+            if full and not ticked:
+                # Every event of the cluster wakes this loop; with no free slot only an
+                # orphaned processing task could be claimed, and the tick looks for those.
                 continue
             try:
                 await self._claim_what_fits(launcher)
