@@ -22,6 +22,10 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+# A batch stretching over more events than this is from a reader that fell behind: only the
+# newest progress per task goes out (`coalesced`), so a late batch stays small.
+COALESCE_OVER = 64
+
 
 @dataclass(frozen=True, slots=True)
 class Frame:

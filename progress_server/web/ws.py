@@ -1,6 +1,6 @@
 """`/api/progress/ws`: read the client's frames, authenticate, and turn each action into one
-call on the socket's Listener (progress_server/fanout.py, which also documents what the
-server sends and in which order).
+call on the socket's Listener (progress_server/listener.py, which also documents what the
+server sends and in which order; progress_server/fanout.py writes the live events).
 
 Client frames are JSON objects with an `action`: `auth`, `subscribe`, `unsubscribe`,
 `ping`, `configure`. Anything wrong with a frame is answered with
@@ -13,8 +13,8 @@ Limits, so no client can starve the server: a frame over 64 KiB closes the socke
 1009; frames beyond 50 a second (after a burst of 200) are not processed and answered
 with `rate_limited`, and a client that keeps going anyway is closed with 1008; a socket that
 has not authenticated within 30 s is closed with 1008, and so is a socket whose key is
-revoked (within about a second). The server pings every 20 s and drops a peer that does not
-answer.
+revoked (within about a second: the hub checks every socket's key once a second). The
+server pings every 20 s and drops a peer that does not answer.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from progress_server.appkeys import KEYRING, LOGIN_LIMITER, WS_HUB
 from progress_server.auth import Principal
 from progress_server.errors import ShuttingDown
-from progress_server.fanout import CLOSE_GRACE_SECONDS, Listener, Refused
+from progress_server.listener import CLOSE_GRACE_SECONDS, Listener, Refused
 from progress_server.web.auth import PRINCIPAL, client_address
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 MAX_FRAME_BYTES = 64 * 1024
 HEARTBEAT_SECONDS = 20.0
 AUTH_TIMEOUT_SECONDS = 30.0
-# How often an open socket's key is checked against revocations.
-REVALIDATE_SECONDS = 1.0
 # The kernel's send buffer per socket: enough for a burst of frames, and a ceiling on what
 # a client that stops reading can pin in the kernel on top of its bounded outbox.
 SEND_BUFFER_BYTES = 64 * 1024
@@ -66,6 +64,17 @@ class FrameLimiter:
     A client over the rate gets its extra frames refused; one that keeps sending at several
     times the rate empties the second bucket too and is disconnected.
     """
+
+    __slots__ = (
+        "_at",
+        "_clock",
+        "_strikes",
+        "_tokens",
+        "burst",
+        "max_strikes",
+        "rate",
+        "strike_recovery",
+    )
 
     def __init__(
         self,
@@ -116,9 +125,13 @@ async def progress_ws(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(
         heartbeat=HEARTBEAT_SECONDS, max_msg_size=MAX_FRAME_BYTES, compress=False
     )
-    await ws.prepare(request)
+    writer = await ws.prepare(request)
+    transport = request.transport
+    if transport is None:
+        return ws  # the peer left during the handshake
     _limit_send_buffer(request)
-    listener = hub.open(ws, abort=lambda: _abort(request))
+    hub.watch_keys(request.app[KEYRING].principal_by_id)
+    listener = hub.open(ws, transport, writer.drain, abort=lambda: _abort(request))
     listener.principal = upgrade_principal(request)
     try:
         await _serve(request, ws, listener)
@@ -130,32 +143,24 @@ async def progress_ws(request: web.Request) -> web.WebSocketResponse:
 async def _serve(request: web.Request, ws: web.WebSocketResponse, listener: Listener) -> None:
     limiter = FrameLimiter()
     opened = time.monotonic()
-    checked = opened
     while True:
         if listener.principal is None:
-            timeout = max(AUTH_TIMEOUT_SECONDS - (time.monotonic() - opened), 0.01)
-        else:
-            timeout = REVALIDATE_SECONDS
-        try:
-            msg = await ws.receive(timeout=timeout)
-        except TimeoutError:
-            msg = None
-        now = time.monotonic()
-        if listener.principal is None and now - opened >= AUTH_TIMEOUT_SECONDS:
-            await listener.close(
-                WSCloseCode.POLICY_VIOLATION, "authenticate first", CLOSE_GRACE_SECONDS
-            )
-            return
-        if listener.principal is not None and now - checked >= REVALIDATE_SECONDS:
-            checked = now
-            if request.app[KEYRING].principal_by_id(listener.principal.key_id) is None:
-                # A revoked key stops working at once, on open sockets too.
+            # Only an unauthenticated socket waits with a deadline; an authenticated one
+            # costs nothing until the client sends a frame (revocation is the hub's sweep).
+            left = AUTH_TIMEOUT_SECONDS - (time.monotonic() - opened)
+            try:
+                msg = await ws.receive(timeout=max(left, 0.01))
+            except TimeoutError:
+                msg = None
+            if time.monotonic() - opened >= AUTH_TIMEOUT_SECONDS:
                 await listener.close(
-                    WSCloseCode.POLICY_VIOLATION, "the API key was revoked", CLOSE_GRACE_SECONDS
+                    WSCloseCode.POLICY_VIOLATION, "authenticate first", CLOSE_GRACE_SECONDS
                 )
                 return
-        if msg is None:
-            continue
+            if msg is None:
+                continue
+        else:
+            msg = await ws.receive()
         if msg.type in _CLOSING:
             return
         verdict = limiter.check()
