@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -171,6 +172,15 @@ async def _time_takeover(cluster: Cluster, origin: Origin) -> dict[str, float]:
 
 async def run(tasks: int, submitters: int, lease: float, kills: int, fsync: bool) -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
+    try:
+        await _run(root, tasks, submitters, lease, kills, fsync)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def _run(
+    root: Path, tasks: int, submitters: int, lease: float, kills: int, fsync: bool
+) -> None:
     async with Origin() as origin:
         with PgServer(fsync=fsync) as pg:
             await pg.create_template()
