@@ -117,6 +117,8 @@ def main() -> None:
 @serve_options
 def serve(**options: Any) -> None:
     """Run the server until SIGTERM or Ctrl-C."""
+    from urllib.parse import urlsplit
+
     from aiohttp import web
 
     from progress_server import logs
@@ -124,7 +126,9 @@ def serve(**options: Any) -> None:
     from progress_server.datalock import DataDirBusy, DataDirLock
 
     settings = Settings(**options)
-    logs.configure(settings.log_format, secrets=[settings.webhook_secret])
+    # A database password must never reach a log line, whatever prints the URL.
+    database_password = urlsplit(settings.database).password if settings.database else None
+    logs.configure(settings.log_format, secrets=[settings.webhook_secret, database_password])
     log = logging.getLogger("progress_server")
     # Before anything is opened: a second server must not run recovery on a live one's tasks.
     lock = DataDirLock(settings.data_dir)

@@ -8,7 +8,8 @@ from collections.abc import Collection
 
 from progress_server.cluster.eventlog import append_guarded
 from progress_server.models import Event, TaskState
-from progress_server.store.postgres import PostgresStore, change_assignments
+from progress_server.store.postgres import PostgresStore
+from progress_server.store.postgres_rows import change_assignments
 from progress_server.store.rows import TaskChange
 
 

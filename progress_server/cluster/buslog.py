@@ -22,7 +22,8 @@ from progress_server.cluster.listener import ClusterFeed
 from progress_server.cluster.relay import ProgressRelay
 from progress_server.events import Deliver, Persist
 from progress_server.models import Event, Progress
-from progress_server.store.postgres import DATABASE_ERRORS, PostgresStore
+from progress_server.store.postgres import PostgresStore
+from progress_server.store.postgres_rows import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
 

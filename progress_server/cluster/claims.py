@@ -20,11 +20,8 @@ from dataclasses import dataclass
 from progress_server.cluster.eventlog import append_guarded
 from progress_server.coordination import LeaseLost
 from progress_server.models import Event, Task, TaskState
-from progress_server.store.postgres import (
-    PostgresStore,
-    change_assignments,
-    cluster_task_from_row,
-)
+from progress_server.store.postgres import PostgresStore
+from progress_server.store.postgres_rows import change_assignments, cluster_task_from_row
 from progress_server.store.rows import SnapshotRow, TaskChange
 
 # pg_advisory_xact_lock key all claims share ("prog" "clm" in ASCII).

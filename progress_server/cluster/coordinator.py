@@ -29,7 +29,8 @@ from progress_server.errors import Conflict
 from progress_server.events import EventBus
 from progress_server.models import Event, EventName, Task, TaskState
 from progress_server.settings import Settings
-from progress_server.store.postgres import DATABASE_ERRORS, PostgresStore
+from progress_server.store.postgres import PostgresStore
+from progress_server.store.postgres_rows import DATABASE_ERRORS
 from progress_server.store.rows import TaskChange
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ import asyncpg
 from progress_server.models import Event, EventName, Progress, TaskState
 
 if TYPE_CHECKING:
-    from progress_server.store.postgres import Connection
+    from progress_server.store.postgres_rows import Connection
 
 # NOTIFY channels. EVENTS carries the seq of a stored event; PROGRESS a whole progress event.
 EVENTS_CHANNEL = "progress_server_events"

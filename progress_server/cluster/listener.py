@@ -33,7 +33,8 @@ from progress_server.cluster.eventlog import (
     parse_progress,
 )
 from progress_server.models import Event, Progress
-from progress_server.store.postgres import DATABASE_ERRORS, DELETIONS_CHANNEL, PostgresStore
+from progress_server.store.postgres import PostgresStore
+from progress_server.store.postgres_rows import DATABASE_ERRORS, DELETIONS_CHANNEL
 
 log = logging.getLogger(__name__)
 

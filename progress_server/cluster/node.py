@@ -3,6 +3,7 @@ the event log every node reads back, and the coordinator that claims its work.""
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -16,6 +17,8 @@ from progress_server.sessions import SharedSessions
 from progress_server.settings import Settings
 from progress_server.store import Store
 from progress_server.store.postgres import PostgresStore
+
+log = logging.getLogger("progress_server")
 
 
 def redacted_url(url: str) -> str:
@@ -66,6 +69,8 @@ class ClusterNode:
             where = redacted_url(self._store.url)
             raise NodeUnavailable(f"cannot use the database {where}: {exc}") from exc
         self._log = ClusterLog(self._store)
+        if self.node_id is not None:
+            log.info("cluster node %s, database %s", self.node_id, redacted_url(self._store.url))
 
     async def close(self) -> None:
         await self._store.close()

@@ -8,18 +8,24 @@ cluster's own writes (claims, leases, fenced runner writes, commit-ordered seq) 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, TypeAlias
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 from progress_server.cluster.eventlog import append_event, append_guarded
 from progress_server.models import Event, Task, TaskState
 from progress_server.store.postgres_migrations import apply_migrations
+from progress_server.store.postgres_rows import (
+    DELETIONS_CHANNEL,
+    ENQUEUE,
+    change_assignments,
+    cluster_task_from_row,
+    new_task_params,
+    update_task_row,
+)
 from progress_server.store.rows import (
     ApiKeyRow,
     DuplicateSubmission,
@@ -28,85 +34,10 @@ from progress_server.store.rows import (
     SnapshotRow,
     TaskChange,
 )
-from progress_server.store.sqlite_rows import (
-    ColumnRow,
-    change_columns,
-    event_from_row,
-    key_from_row,
-    session_from_row,
-    task_from_row,
-)
+from progress_server.store.sqlite_rows import event_from_row, key_from_row, session_from_row
 
-# Task columns of type json: their parameters (JSON text) are cast.
-_JSON_COLUMNS = frozenset({"result", "error", "entries"})
-
-# What a lost or restarting database raises (InternalClientError: a connection that broke
-# in the middle of an operation).
-DATABASE_ERRORS = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    OSError,
-    TimeoutError,
-)
-
-# NOTIFY channel on which a deleted task's id goes to every node (see ClusterFeed).
-DELETIONS_CHANNEL = "progress_server_deletions"
-
-# A connection of our own or one lent by the pool; asyncpg's classes are generic only in
-# its type stubs, so the alias exists for the type checker alone.
 if TYPE_CHECKING:
-    Connection: TypeAlias = (
-        asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
-    )
-
-
-# A new task's row; new_task_params gives its parameters.
-INSERT_TASK = """
-INSERT INTO tasks (task_id, owner_key_id, url, filename, requested_filename, sha256, state,
-    options, idempotency_key, created_at, updated_at, host, source, parent_id, playlist_index)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8::json, $9, $10, $11, $12, $13, $14, $15)
-"""
-
-
-def new_task_params(task: Task, idempotency_key: str | None) -> list[object]:
-    return [
-        task.task_id,
-        task.owner_key_id,
-        task.url,
-        task.filename,
-        task.requested_filename,
-        task.sha256,
-        str(task.state),
-        json.dumps(task.options),
-        idempotency_key,
-        task.created_at,
-        task.updated_at,
-        task_host(task.url),
-        task.source,
-        task.parent_id,
-        task.playlist_index,
-    ]
-
-
-_ENQUEUE = (
-    INSERT_TASK
-    + "ON CONFLICT (owner_key_id, idempotency_key) WHERE idempotency_key IS NOT NULL"
-    + " DO NOTHING RETURNING task_order"
-)
-
-
-def cluster_task_from_row(row: ColumnRow) -> Task:
-    """A task row of the cluster's database: the task, and which node runs it."""
-    task = task_from_row(row)
-    task.node = row["node"]
-    task.clustered = True
-    return task
-
-
-def task_host(url: str) -> str:
-    """The host --max-per-host counts a task against (as the scheduler counts it)."""
-    return urlsplit(url).hostname or ""
+    from progress_server.store.postgres_rows import Connection
 
 
 class PostgresStore:
@@ -259,7 +190,7 @@ class PostgresStore:
         params = new_task_params(task, idempotency_key)
         try:
             async with self.write_connection() as db:
-                stored = await append_guarded(db, _ENQUEUE, params, event)
+                stored = await append_guarded(db, ENQUEUE, params, event)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == "tasks_filename":
                 raise FilenameTaken(task.filename) from exc
@@ -423,22 +354,3 @@ class PostgresStore:
             await db.execute(
                 "UPDATE event_seq SET last_seq = GREATEST(last_seq, $1) WHERE id = 1", upto
             )
-
-
-# -- rows ------------------------------------------------------------------------------
-
-
-def change_assignments(change: TaskChange, first_param: int) -> tuple[str, list[object]]:
-    """`col = $n, ...` for the columns a change sets, numbered from `first_param`."""
-    values = change_columns(change)
-    # Column names come from TaskChange's own fields, never from input.
-    parts = [
-        f"{name} = ${number}::json" if name in _JSON_COLUMNS else f"{name} = ${number}"
-        for number, name in enumerate(values, start=first_param)
-    ]
-    return ", ".join(parts), list(values.values())
-
-
-async def update_task_row(db: Connection, task_id: str, change: TaskChange) -> None:
-    assignments, params = change_assignments(change, first_param=2)
-    await db.execute(f"UPDATE tasks SET {assignments} WHERE task_id = $1", task_id, *params)
