@@ -40,14 +40,14 @@ _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 # Which event may follow which in one task's persisted history. Progress events are not
 # persisted one by one; `queued` may follow any unfinished event (recovery after a kill).
-_UNFINISHED = {"download.queued", "download.started", "download.error", "download.processing"}
+_UNFINISHED = {"download.queued", "download.started", "download.retrying", "download.processing"}
 _MAY_FOLLOW: dict[str, set[str]] = {
     "download.queued": {"<start>"} | _UNFINISHED,
-    "download.started": {"download.queued", "download.started", "download.error"},
-    "download.error": {"download.started", "download.error"},
+    "download.started": {"download.queued", "download.started", "download.retrying"},
+    "download.retrying": {"download.started", "download.retrying"},
     "download.processing": {
         "download.started",
-        "download.error",
+        "download.retrying",
         "download.processing",
         "download.queued",
     },
@@ -56,7 +56,7 @@ _MAY_FOLLOW: dict[str, set[str]] = {
 _STATE_OF = {
     "download.queued": {"pending"},
     "download.started": {"downloading"},
-    "download.error": {"downloading"},  # retried attempts only: a soak task never fails
+    "download.retrying": {"downloading"},  # retried attempts only: a soak task never fails
     "download.processing": {"processing"},
     "download.completed": {"completed"},
 }

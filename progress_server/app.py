@@ -149,7 +149,9 @@ async def open_resources(app: web.Application, stack: AsyncExitStack) -> None:
     await stack.enter_async_context(started(bus))
     hub = app[WS_HUB] = Hub(bus, settings.ws_queue_limit)
     stack.push_async_callback(hub.stop)
-    app[KEYRING] = await stack.enter_async_context(started(KeyRing(store)))
+    keyring = app[KEYRING] = await stack.enter_async_context(started(KeyRing(store)))
+    # A revoked key's open sockets close at once, wherever the revocation came from.
+    hub.watch_keys(keyring)
     app[SESSIONS] = await stack.enter_async_context(
         started(SessionStore(store, shared=node.shared_sessions))
     )

@@ -1,8 +1,11 @@
 """API keys: creation, hashing, lookup on every request, and the slow-down for bad keys.
 
 Keys are 256-bit random tokens stored only as their SHA-256; lookups are served from an
-in-memory copy of the keys table that is refreshed twice a second, so a key revoked from
-the CLI (another process) stops working within half a second without a query per request.
+in-memory copy of the keys table. The copy is reloaded whenever the store's key generation
+(Store.key_generation: a cheap, synchronous check) says any process changed a key, both
+before each authentication and by a watcher 50 times a second, so a key revoked from the
+CLI is refused by the very next request, and whoever listens (the WebSocket hub) hears of
+it at once to close the key's open sockets.
 """
 
 from __future__ import annotations
@@ -11,15 +14,24 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from progress_server.store import ApiKeyRow, Store
 
+log = logging.getLogger(__name__)
+
 KEY_PREFIX = "psk_"
-REFRESH_SECONDS = 0.5
+# How often the watcher asks whether keys changed (a few microseconds each time).
+WATCH_SECONDS = 0.02
+# A request asks again only when the last answer is older than this. `keys revoke` takes
+# far longer than this from its commit to its exit, so a request sent after the command
+# returned always asks; a busy poller (thousands a second) does not pay for each request.
+FRESH_SECONDS = 0.001
 # Failed logins from one address: this many in the window are free, then 429 until they age out.
 FAILURES_ALLOWED = 10
 FAILURE_WINDOW = 60.0
@@ -66,31 +78,60 @@ class KeyRing:
         # key -> its SHA-256, so a poller's every request does not hash its key again.
         # Revocation still bites at once: the digest is looked up in _by_hash each time.
         self._digests: dict[str, str] = {}
-        self._refresher: asyncio.Task[None] | None = None
+        self._generation: int | None = None
+        self._checked_at = float("-inf")
+        self._reload_lock = asyncio.Lock()
+        self._watcher: asyncio.Task[None] | None = None
+        # Told the key ids that stopped being live at a reload (the WebSocket hub).
+        self.revoked_listeners: list[Callable[[set[int]], None]] = []
 
     async def start(self) -> None:
         await self.refresh()
-        self._refresher = asyncio.create_task(self._refresh_forever(), name="key-refresher")
+        self._watcher = asyncio.create_task(self._watch(), name="key-watcher")
 
     async def stop(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+                await self._watcher
 
     async def refresh(self) -> None:
-        rows = await self._store.list_keys()
-        self._by_hash = {row.key_hash: row for row in rows if row.revoked_at is None}
+        """Reload the live keys unless nothing changed since the last load."""
+        async with self._reload_lock:
+            generation = self._store.key_generation()
+            if generation == self._generation:
+                return
+            rows = await self._store.list_keys()
+            before = {row.key_id for row in self._by_hash.values()}
+            self._by_hash = {row.key_hash: row for row in rows if row.revoked_at is None}
+            self._generation = generation
+        gone = before - {row.key_id for row in self._by_hash.values()}
+        if gone:
+            for listener in self.revoked_listeners:
+                listener(gone)
 
-    async def _refresh_forever(self) -> None:
+    async def current(self) -> None:
+        """Make sure the copy reflects every key change committed until a millisecond ago
+        (FRESH_SECONDS): cheap when none was."""
+        now = time.monotonic()
+        if now - self._checked_at < FRESH_SECONDS:
+            return
+        self._checked_at = now
+        if self._store.key_generation() != self._generation:
+            await self.refresh()
+
+    async def _watch(self) -> None:
         while True:
-            await asyncio.sleep(REFRESH_SECONDS)
-            with contextlib.suppress(Exception):
-                await self.refresh()
+            await asyncio.sleep(WATCH_SECONDS)
+            try:
+                await self.current()
+            except Exception:
+                log.exception("could not reload the API keys")
 
     async def authenticate(self, key: str | None) -> Principal | None:
         if not key or len(key) > 200:
             return None
+        await self.current()
         digest = self._digests.get(key)
         if digest is None:
             digest = hash_key(key)

@@ -29,23 +29,28 @@ STATE_LABELS: Mapping[str, tuple[str, str]] = {
 }
 
 
+# Binary units, the API's own (`size_mb` is bytes / 2^20): people read one unit family
+# everywhere, sizes and speeds alike.
+_KIB = 1024
+
+
 def format_bytes(count: int | None) -> str:
-    """Decimal units, as `speed_mbps` is: `999 B`, `1.5 MB`, `2.0 GB`."""
+    """Binary units, as `size_mb` is: `1023 B`, `1.4 MiB`, `2.0 GiB`."""
     if count is None:
         return DASH
-    if count < 1000:
+    if count < _KIB:
         return f"{count} B"
-    value = count / 1000
-    for unit in ("kB", "MB", "GB"):
-        if value < 1000:
+    value = count / _KIB
+    for unit in ("KiB", "MiB", "GiB"):
+        if value < _KIB:
             return f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
+        value /= _KIB
+    return f"{value:.1f} TiB"
 
 
 def format_size(downloaded: int, total: int | None, *, completed: bool = False) -> str:
-    """`1.2 MB / 2.5 MB` while under way (`1.2 MB` with no known total); a finished file's
-    size once completed."""
+    """`1.1 MiB / 2.4 MiB` while under way (`1.1 MiB` with no known total); a finished
+    file's size once completed."""
     if completed:
         return format_bytes(total or downloaded)
     if total is None:
@@ -54,12 +59,14 @@ def format_size(downloaded: int, total: int | None, *, completed: bool = False) 
 
 
 def format_speed(mbps: float | None) -> str:
-    """`speed_mbps` (10^6 bytes/s) as `850 kB/s` or `3.2 MB/s`; a dash when standing still."""
+    """`speed_mbps` (10^6 bytes/s) in the sizes' binary units: `830 KiB/s` or `3.1 MiB/s`;
+    a dash when standing still."""
     if mbps is None or mbps <= 0:
         return DASH
-    if mbps < 1:
-        return f"{mbps * 1000:.0f} kB/s"
-    return f"{mbps:.1f} MB/s"
+    kib = mbps * 1_000_000 / _KIB
+    if kib < _KIB:
+        return f"{kib:.0f} KiB/s"
+    return f"{kib / _KIB:.1f} MiB/s"
 
 
 def format_eta(seconds: float | None) -> str:

@@ -360,9 +360,10 @@ class Downloader:
             if size >= next_disk_check:
                 next_disk_check = size + DISK_CHECK_BYTES
                 await self._check_disk(total, size)
-            await observer.received(len(chunk))
             if throttle.limited:
+                # Paid for before it counts: a reading never runs a slice ahead of the limit.
                 await throttle.take(len(chunk))
+            await observer.received(len(chunk))
 
     async def _complete_on_disk(
         self, task: Task, observer: TransferObserver, size: int

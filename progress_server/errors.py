@@ -23,6 +23,10 @@ class Conflict(DomainError):
     """The task is in a state that does not allow the action."""
 
 
+class IdempotencyConflict(Conflict):
+    """An Idempotency-Key already named a task made by a different request."""
+
+
 class Invalid(DomainError):
     """What was asked for cannot be done as given (e.g. a format selector yt-dlp rejects)."""
 

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from progress_server.models import JSON, Event, EventName, Progress, TaskState
-from progress_server.snapshots import SnapshotCache
+from progress_server.snapshots import SnapshotCache, outcome_of
 from progress_server.store import Store
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,12 @@ class EventBus:
             progress = current.progress if current else Progress()
         if current is not None or event.name is EventName.QUEUED:
             self.snapshots.update(
-                event.task_id, event.owner_key_id, event.state, progress, event.timestamp
+                event.task_id,
+                event.owner_key_id,
+                event.state,
+                progress,
+                event.timestamp,
+                outcome_of(event.state, event.body),
             )
         self.published += 1
         for subscriber in list(self._subscribers):

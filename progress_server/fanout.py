@@ -25,8 +25,9 @@ longer fit there, it is closed with 1013 and comes back with `after_seq`. The lo
 trimmed to what the slowest open socket still has to read, so it never holds more than
 about twice `queue_limit` events.
 
-The hub also checks, once a second and for all sockets at once, that each socket's key is
-still valid, and closes the sockets of a revoked key with 1008.
+The hub also closes, with 1008, the sockets of a revoked key: all of them in one pass the
+moment the key ring finds the key gone (it looks before every request and 50 times a second,
+progress_server/auth.py), and a socket that opens with a key revoked while its handshake ran.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import WSCloseCode, web
 
+from progress_server.auth import KeyRing, Principal
 from progress_server.batchgrid import Ticks, may_send, next_slot
 from progress_server.events import EventBus
 from progress_server.listener import Listener
@@ -44,7 +46,6 @@ from progress_server.outbox import COALESCE_OVER, Frame, coalesced
 from progress_server.wsframes import batch_payload, event_frame, text_frame, text_frames
 
 SHUTDOWN_GRACE_SECONDS = 3.0
-REVALIDATE_SECONDS = 1.0
 
 
 class Cohort:
@@ -78,8 +79,7 @@ class Hub:
         # Slow-path senders with nothing to do wait here; one publish wakes them all.
         self._idle: list[asyncio.Future[None]] = []
         self._cohorts: dict[float, Cohort] = {}
-        self._key_alive: Callable[[int], object] | None = None
-        self._sweeper: asyncio.TimerHandle | None = None
+        self._keyring: KeyRing | None = None
         self._unsubscribe = bus.subscribe(self._publish)
         # For /metrics: event frames delivered, and frames never sent (superseded progress,
         # or a slow client's outbox dropped when it is closed with 1013).
@@ -113,39 +113,33 @@ class Hub:
         transport: asyncio.Transport,
         drain: Callable[[], Awaitable[None]],
         abort: Callable[[], None],
+        principal: Principal | None = None,
     ) -> Listener:
+        """Register a socket; `principal` is who its upgrade request authenticated as."""
         listener = Listener(self, ws, transport, drain, abort)
         self._listeners.add(listener)
-        if self._sweeper is None and self._key_alive is not None:
-            loop = asyncio.get_running_loop()
-            self._sweeper = loop.call_later(REVALIDATE_SECONDS, self._sweep)
+        listener.principal = principal
+        keyring = self._keyring
+        if principal is not None and keyring is not None:
+            # The key ring may have dropped the key while the handshake ran, after the
+            # request was authenticated, and told the hub before this socket was here.
+            if keyring.principal_by_id(principal.key_id) is None:
+                self._close_revoked({principal.key_id})
         return listener
 
     def forget(self, listener: Listener) -> None:
         self._listeners.discard(listener)
         self.leave(listener)
 
-    def watch_keys(self, key_alive: Callable[[int], object]) -> None:
-        """Close, once a second, the sockets whose key `key_alive(key_id)` answers None for."""
-        self._key_alive = key_alive
+    def watch_keys(self, keyring: KeyRing) -> None:
+        """Close the sockets of every key `keyring` finds revoked, the moment it does."""
+        self._keyring = keyring
+        keyring.revoked_listeners.append(self._close_revoked)
 
-    def _sweep(self) -> None:
-        self._sweeper = None
-        if self._listeners:
-            loop = asyncio.get_running_loop()
-            self._sweeper = loop.call_later(REVALIDATE_SECONDS, self._sweep)
-        alive = self._key_alive
-        if alive is None:
-            return
-        verdicts: dict[int, bool] = {}
+    def _close_revoked(self, key_ids: set[int]) -> None:
         for listener in tuple(self._listeners):
             who = listener.principal
-            if who is None:
-                continue
-            live = verdicts.get(who.key_id)
-            if live is None:
-                live = verdicts[who.key_id] = alive(who.key_id) is not None
-            if not live:
+            if who is not None and who.key_id in key_ids:
                 listener.close_soon(WSCloseCode.POLICY_VIOLATION, "the API key was revoked")
 
     # -- the cohorts of the fast path -------------------------------------------------------
@@ -284,7 +278,4 @@ class Hub:
 
     async def stop(self) -> None:
         self._unsubscribe()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
         await self.shutdown()

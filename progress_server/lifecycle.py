@@ -88,7 +88,7 @@ def _log_transition(task_id: str, name: EventName, state: TaskState, body: JSON)
     error = body.get("error") or {}
     message = str(error.get("message"))[:_LOGGED_MESSAGE_CHARS]
     level = logging.INFO
-    if name is EventName.ERROR and state is TaskState.DOWNLOADING:
+    if name is EventName.RETRYING:
         level = logging.WARNING
         text = (
             f"attempt {body.get('attempt')} failed ({error.get('type')}: {message}),"

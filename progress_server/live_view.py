@@ -60,6 +60,8 @@ class TaskView:
     progress: ProgressInfo | None
     processing: dict[str, Any] | None = None
     error: TaskError | None = None
+    # The last `download.retrying` while the task waits to try again, else None.
+    retrying: Event | None = None
     last_plain: float = field(default=0.0)
     # The connection dropped; figures shown are from before that.
     stale: bool = False
@@ -92,6 +94,11 @@ class TaskView:
             self.processing = None
         if "error" in event:
             self.error = event["error"]
+        kind = event.get("event")
+        if kind == "download.retrying":
+            self.retrying = event
+        elif kind != "subscribed" or self.state != "downloading":
+            self.retrying = None
         if "result" in event:
             self.record["result"] = event["result"]
             if self.progress is not None and self.progress.get("total_bytes"):
@@ -170,7 +177,9 @@ class LiveView:
         if self._bars is not None:
             self._draw(view)
         else:
-            self._line(view, force=changed or event.get("event") != "download.progress")
+            # A snapshot or a replayed `queued` that changes nothing is not news.
+            quiet = ("download.progress", "subscribed", "download.queued")
+            self._line(view, force=changed or event.get("event") not in quiet)
 
     def note(self, message: str) -> None:
         self.console.print(message, style="yellow", highlight=False)
@@ -219,6 +228,8 @@ class LiveView:
             bar_total = known_total or done or 1
         if view.state == "failed" and view.error:
             label = f"failed: {view.error.get('type', '')}"
+        elif view.retrying is not None:
+            label = f"retrying: {view.error.get('type', '') if view.error else ''}"
         if view.stale:
             label, speed, eta = "reconnecting…", DASH, DASH
         self._bars.update(
@@ -250,7 +261,17 @@ class LiveView:
                 parts += [shown.speed, f"ETA {shown.eta}"]
         if view.state == "failed" and view.error:
             parts.append(f"{view.error.get('type')}: {view.error.get('message')}")
+        elif view.retrying is not None:
+            parts.append(retry_note(view.retrying))
         self.console.print("  ".join(parts), highlight=False, markup=False, soft_wrap=True)
+
+
+def retry_note(event: Event) -> str:
+    """`retrying (attempt 2 in 1.5 s): network_error: cannot connect to …`"""
+    error = event.get("error")
+    reason = f"{error['type']}: {error['message']}" if error else "failed"
+    attempt, delay = event.get("attempt"), event.get("retry_in_seconds")
+    return f"retrying (attempt {attempt} failed, next in {delay} s): {reason}"
 
 
 def _escape(text: str) -> str:
@@ -276,8 +297,13 @@ async def follow(
     if not everything and not forever and view.finished(task_ids):
         return
     targets = ["*"] if everything else task_ids
+    # Named tasks are followed from their first event, so none that happened between the
+    # record being read and the subscription (a retried attempt, say) is missed.
     subscription = client.subscribe(
-        targets, give_up_after=GIVE_UP_AFTER, on_reconnecting=view.disconnected
+        targets,
+        after_seq=None if everything else 0,
+        give_up_after=GIVE_UP_AFTER,
+        on_reconnecting=view.disconnected,
     )
     async with subscription as events:
         async for event in events:
@@ -302,7 +328,7 @@ async def _take(client: ProgressClient, view: LiveView, event: Event, add_new: b
         except ApiError:
             return  # deleted meanwhile
     task_view = view.views[task_id]
-    if event.get("event") == "download.started" and not task_view.record["filename"]:
+    if event.get("event") == "download.started":
         # The origin may have just named the file; the record knows.
         with contextlib.suppress(ApiError):
             task_view.record = await client.get(task_id)

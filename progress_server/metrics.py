@@ -112,9 +112,9 @@ class Metrics:
             return
         if event.name is EventName.STARTED and event.body.get("restarted_from_zero"):
             self._last_bytes[event.task_id] = 0
-        elif event.name is EventName.ERROR:
+        elif event.name in (EventName.RETRYING, EventName.ERROR):
             error_type = str(event.body.get("error", {}).get("type", "unknown"))
-            if event.body.get("retryable") and event.state is not TaskState.FAILED:
+            if event.name is EventName.RETRYING:
                 self.retries[error_type] += 1
             else:
                 self.failures[error_type] += 1

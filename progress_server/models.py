@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from progress_server import filenames
+
 JSON = dict[str, Any]
 
 
@@ -57,7 +59,10 @@ class EventName(enum.StrEnum):
     PROGRESS = "download.progress"
     PROCESSING = "download.processing"
     COMPLETED = "download.completed"
+    # Sent once, when the task ends `failed` (the guide's clients take it as the end).
     ERROR = "download.error"
+    # A failed attempt that will be retried: error{type, message}, attempt, retry_in_seconds.
+    RETRYING = "download.retrying"
     CANCELLED = "download.cancelled"
     PAUSED = "download.paused"
     # What came of a --on-complete command or --webhook delivery; never changes the state.
@@ -79,6 +84,17 @@ class Progress:
     downloaded_bytes: int = 0
     total_bytes: int | None = None
     speed_bps: float = 0.0
+    # False for a task that is not downloading: it has no speed and no ETA (see `in_state`).
+    moving: bool = True
+
+    def in_state(self, state: TaskState) -> Progress:
+        """The figures a task in `state` reports: a task that is not downloading reads
+        speed 0 and ETA null, whatever its last transfer measured."""
+        if state is TaskState.DOWNLOADING:
+            return self if self.moving else Progress(self.downloaded_bytes, self.total_bytes)
+        if not self.moving:
+            return self
+        return Progress(self.downloaded_bytes, self.total_bytes, 0.0, moving=False)
 
     @property
     def percentage(self) -> float | None:
@@ -96,7 +112,7 @@ class Progress:
 
     @property
     def eta_seconds(self) -> int | None:
-        if self.total_bytes is None:
+        if self.total_bytes is None or not self.moving:
             return None
         remaining = max(self.total_bytes - self.downloaded_bytes, 0)
         if remaining == 0:
@@ -167,6 +183,9 @@ class Task:
     attempts: int = 0
     # Submission order; the scheduler starts pending tasks in this order.
     order: int = 0
+    # The SHA-256 of the request that made it, in canonical form (NewTask.fingerprint),
+    # kept so a repeated Idempotency-Key can tell the same request from another one.
+    request_hash: str | None = None
     source: str = HTTP_SOURCE
     # A playlist entry: its parent task and its 1-based place in the playlist.
     parent_id: str | None = None
@@ -187,12 +206,18 @@ class Task:
     def is_playlist(self) -> bool:
         return self.entries is not None
 
+    @property
+    def best_filename(self) -> str | None:
+        """The best name known: the file's (given by the user or the origin), else, until
+        the origin names one, the URL's last path segment, sanitised."""
+        return self.filename or filenames.from_url(self.url)
+
     def to_wire(self, progress: Progress | None = None) -> JSON:
-        shown = progress or Progress(self.downloaded_bytes, self.total_bytes)
+        shown = (progress or Progress(self.downloaded_bytes, self.total_bytes)).in_state(self.state)
         record: JSON = {
             "task_id": self.task_id,
             "url": self.url,
-            "filename": self.filename,
+            "filename": self.best_filename,
             "state": self.state.value,
             "progress": shown.to_wire(),
             "result": self.result,
@@ -248,7 +273,7 @@ def polling_wire(task_id: str, state: TaskState, progress: Progress, changed_at:
     return {
         "task_id": task_id,
         "state": state.value,
-        "progress": progress.to_wire(),
+        "progress": progress.in_state(state).to_wire(),
         "timestamp": iso_utc(changed_at),
     }
 

@@ -11,7 +11,7 @@ import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import click
 from rich.console import Console
@@ -94,18 +94,14 @@ def stderr_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-# --------------------------------------------------------------------------------------
-# Output
-# --------------------------------------------------------------------------------------
+# -- output ---------------------------------------------------------------------------
 
 
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
-# --------------------------------------------------------------------------------------
-# Task ids
-# --------------------------------------------------------------------------------------
+# -- task ids -------------------------------------------------------------------------
 
 
 async def resolve_ids(client: ProgressClient, given: tuple[str, ...]) -> list[str]:
@@ -128,16 +124,27 @@ async def resolve_ids(client: ProgressClient, given: tuple[str, ...]) -> list[st
     return resolved
 
 
-# --------------------------------------------------------------------------------------
-# Commands
-# --------------------------------------------------------------------------------------
+# -- commands -------------------------------------------------------------------------
 
 
 @click.command()
-@click.argument("urls", nargs=-1, required=True, metavar="URL...")
+@click.argument("urls", nargs=-1, metavar="[URL]...")
+@click.option(
+    "-i",
+    "--input-file",
+    type=click.File("r", encoding="utf-8"),
+    help="Also add the URLs in this file, one a line (`-` reads stdin; blank lines and "
+    "lines starting with # are skipped), like aria2c -i.",
+)
 @click.option("--filename", help="Save as this plain file name (one URL only).")
 @click.option("--sha256", help="Expected SHA-256 of the file (hex); checked when complete.")
 @click.option("--preset", help="Transcode when done, e.g. mp4, mp3 or remux-mp4.")
+@click.option(
+    "--max-speed",
+    type=click.FloatRange(0, 1e6, min_open=True),
+    metavar="MB/s",
+    help="Limit each task's speed, in megabytes (10^6 bytes) per second, e.g. 2.5.",
+)
 @click.option("--wait", is_flag=True, help="Show live progress bars until finished.")
 @click.option(
     "--source",
@@ -151,9 +158,11 @@ async def resolve_ids(client: ProgressClient, given: tuple[str, ...]) -> list[st
 @remote_options
 def add(
     urls: tuple[str, ...],
+    input_file: TextIO | None,
     filename: str | None,
     sha256: str | None,
     preset: str | None,
+    max_speed: float | None,
     wait: bool,
     source: str | None,
     media_format: str | None,
@@ -162,8 +171,12 @@ def add(
     server: str,
     api_key: str | None,
 ) -> None:
-    """Add downloads. With --wait, exit non-zero if any of them fails."""
-    if filename and len(urls) > 1:
+    """Add downloads: the URLs given, then those in -i FILE. With --wait, exit non-zero if
+    any of them fails."""
+    wanted = [*urls, *(_url_lines(input_file) if input_file is not None else [])]
+    if not wanted:
+        raise click.UsageError("no URL: give one or more, or -i FILE")
+    if filename and len(wanted) > 1:
         raise click.UsageError("--filename names one file; give one URL with it")
 
     async def work(client: ProgressClient) -> tuple[list[TaskRecord], list[str]]:
@@ -176,10 +189,11 @@ def add(
                 source=source,
                 format=media_format,
                 playlist=False if no_playlist else None,
+                max_speed_mbps=max_speed,
             )
 
         # A refused URL does not stop the others; it is reported, and the exit is non-zero.
-        records, problems = await _each(list(urls), create)
+        records, problems = await _each(wanted, create)
         if not wait or not records:
             return records, problems
         ids = [record["task_id"] for record in records]
@@ -194,6 +208,12 @@ def add(
     _report(problems, exit_now=not wait)
     if wait:
         _exit_for_failures(records, also_failed=bool(problems))
+
+
+def _url_lines(source: TextIO) -> list[str]:
+    """The URLs of a list file: one a line; blank lines and # comments skipped."""
+    lines = (line.strip() for line in source)
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 @click.command("ls")

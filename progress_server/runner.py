@@ -273,13 +273,14 @@ class TaskRun:
 
     async def attempt_failed(self, error: DownloadError, attempt: int, delay: float) -> None:
         self.transferring = False
-        body = error_body(error.error_type, error.message)
+        extra = {} if error.status is None else {"status": error.status}
+        body = error_body(error.error_type, error.message, **extra)
         body["retryable"] = True
         body["attempt"] = attempt
         body["retry_in_seconds"] = round(delay, 2)
         await self.ctx.lifecycle.transition(
             self.task,
-            EventName.ERROR,
+            EventName.RETRYING,
             TaskState.DOWNLOADING,
             body,
             change=TaskChange(attempts=self.task.attempts + 1),

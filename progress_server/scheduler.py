@@ -15,18 +15,16 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 
 from progress_server import transitions
 from progress_server.coordination import Coordinator, LeaseLost, LocalCoordinator, RunLease
 from progress_server.downloader import Downloader
 from progress_server.downloads_dir import DownloadsDir
-from progress_server.errors import Conflict, ShuttingDown
+from progress_server.errors import Conflict, IdempotencyConflict, ShuttingDown
 from progress_server.events import EventBus
 from progress_server.lifecycle import TaskLifecycle, log_deleted, log_submitted
 from progress_server.media import source as media_source
 from progress_server.models import (
-    JSON,
     ErrorType,
     Event,
     EventName,
@@ -35,6 +33,7 @@ from progress_server.models import (
     TaskState,
     error_body,
 )
+from progress_server.new_task import NewTask
 from progress_server.playlists import Playlists
 from progress_server.processing import Pipeline
 from progress_server.queries import TaskQueries
@@ -47,17 +46,6 @@ log = logging.getLogger("progress_server.tasks")
 IDEMPOTENCY_WINDOW = 24 * 3600
 # How a refusal names what was asked for.
 _VERBS = {TaskState.CANCELLED: "cancelled", TaskState.PAUSED: "paused"}
-
-
-@dataclass
-class NewTask:
-    url: str
-    filename: str | None = None
-    sha256: str | None = None
-    options: JSON | None = None
-    idempotency_key: str | None = None
-    # "auto", "http" or "media" as asked; submit() resolves "auto" (media/source.py).
-    source: str = "auto"
 
 
 class Scheduler:
@@ -161,6 +149,7 @@ class Scheduler:
             sha256=new.sha256.lower() if new.sha256 else None,
             requested_filename=new.filename,
             options=new.options or {},
+            request_hash=new.fingerprint(),
         )
         task.source = await media_source.choose_source(
             new.source, new.url, task.options.get("format")
@@ -186,7 +175,7 @@ class Scheduler:
             if new.idempotency_key:
                 existing = await self._by_key(owner_key_id, new.idempotency_key, now)
                 if existing is not None:
-                    return existing, False
+                    return _repeated(existing, task), False
                 await self._store.clear_idempotency_key(owner_key_id, new.idempotency_key)
             try:
                 if new.filename:
@@ -198,7 +187,7 @@ class Scheduler:
                 existing = await self._by_key(owner_key_id, new.idempotency_key or "", now)
                 if existing is None:
                     raise
-                return existing, False
+                return _repeated(existing, task), False
         log_submitted(task)
         self.coordinator.queue(task)
         return task, True
@@ -382,3 +371,13 @@ class Scheduler:
                 )
             except Exception:
                 log.exception("could not save progress snapshots")
+
+
+def _repeated(existing: Task, new: Task) -> Task:
+    """The task an Idempotency-Key already made, if `new` is the same request again."""
+    if existing.request_hash not in (None, new.request_hash):
+        raise IdempotencyConflict(
+            "this Idempotency-Key already made a task from a different request; use a new "
+            "key for a new request"
+        )
+    return existing

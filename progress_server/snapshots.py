@@ -7,9 +7,9 @@ poller would see changes, so an idle task answers 304 for as long as it stays id
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from progress_server.models import Progress, Task, TaskState, polling_wire
+from progress_server.models import JSON, Progress, Task, TaskState, polling_wire
 
 
 @dataclass
@@ -21,6 +21,9 @@ class TaskSnapshot:
     changed_at: float
     etag: str
     body: bytes
+    # How it ended: {"error": ...} for a failed task, {"result": ...} for a completed one,
+    # else empty. Not part of the polling body; `subscribed` carries it.
+    outcome: JSON = field(default_factory=dict)
 
     @property
     def wire(self) -> dict[str, object]:
@@ -43,7 +46,15 @@ class SnapshotCache:
 
     def load(self, task: Task) -> None:
         progress = Progress(task.downloaded_bytes, task.total_bytes)
-        self.update(task.task_id, task.owner_key_id, task.state, progress, task.updated_at)
+        body = {"error": task.error, "result": task.result}
+        self.update(
+            task.task_id,
+            task.owner_key_id,
+            task.state,
+            progress,
+            task.updated_at,
+            outcome_of(task.state, body),
+        )
 
     def update(
         self,
@@ -52,18 +63,26 @@ class SnapshotCache:
         state: TaskState,
         progress: Progress,
         at: float,
+        outcome: JSON | None = None,
     ) -> TaskSnapshot:
+        """Take in a task's state and figures; `outcome` None keeps the one it has while
+        the state stays the same."""
+        progress = progress.in_state(state)
         current = self._tasks.get(task_id)
         if current is not None and current.state is state:
+            if outcome is None:
+                outcome = current.outcome
             same = current.progress.to_wire() == progress.to_wire()
-            if same:
+            if same and outcome == current.outcome:
                 return current
         self._version += 1
         body = json.dumps(polling_wire(task_id, state, progress, at)).encode()
         # The version counter makes the ETag unique across restarts of a task's life too:
         # the task id's prefix keeps it unique across tasks.
         etag = f'"{task_id[:8]}-{self._version:x}-{int(at * 1000):x}"'
-        snapshot = TaskSnapshot(task_id, owner_key_id, state, progress, at, etag, body)
+        snapshot = TaskSnapshot(
+            task_id, owner_key_id, state, progress, at, etag, body, outcome or {}
+        )
         self._tasks[task_id] = snapshot
         return snapshot
 
@@ -72,3 +91,13 @@ class SnapshotCache:
 
     def all(self) -> list[TaskSnapshot]:
         return list(self._tasks.values())
+
+
+def outcome_of(state: TaskState, body: JSON) -> JSON | None:
+    """What a failed task's error or a completed task's result is, from an event's body or
+    a stored record; None when `body` does not say."""
+    if state is TaskState.FAILED and body.get("error"):
+        return {"error": body["error"]}
+    if state is TaskState.COMPLETED and body.get("result"):
+        return {"result": body["result"]}
+    return None

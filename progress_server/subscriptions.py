@@ -3,7 +3,8 @@ with `after_seq`, the persisted events it missed, read from the history page by 
 
 Answers to `subscribe`:
 - a task: `{"event": "subscribed", "task_id", "state", "progress", "timestamp", "seq"}`,
-  the task's current snapshot; `seq` is the last seq the snapshot accounts for.
+  the task's current snapshot; `seq` is the last seq the snapshot accounts for. A failed
+  task's carries the record's `error`, a completed one's its `result`.
 - `"*"`: the same shape with `"state": null, "progress": null`, plus `"tasks"`: one
   `{task_id, state, progress, timestamp}` per unfinished task (pending, downloading,
   processing, paused) the key may see. Finished tasks are left out so the frame stays
@@ -60,7 +61,8 @@ def subscribed_answer(
     if snapshot is None or not who.may_see(snapshot.owner_key_id):
         return None
     wire = polling_wire(target, snapshot.state, snapshot.progress, snapshot.changed_at)
-    return {"event": "subscribed", **wire, "seq": upto}, {"task_ids": [target]}
+    answer = {"event": "subscribed", **wire, **snapshot.outcome, "seq": upto}
+    return answer, {"task_ids": [target]}
 
 
 async def replay(

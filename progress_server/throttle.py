@@ -3,6 +3,12 @@
 A reader takes the bytes it just received; when the bucket runs into debt, the reader
 sleeps exactly until the debt is paid back, once. Readers sharing one bucket (the global
 limit) queue up naturally: each one's debt includes what the others took before it.
+
+The limits hold from the first byte: a bucket saves up no burst by default (a reader pays
+for each slice as it takes it), because a saved-up 0.1 s at the start of every transfer,
+every retried attempt and whenever the server's shared bucket sat idle is what made the
+first second's readings overshoot a limit by half. Bytes count as received once paid for
+(downloader.py), so a reading never runs a slice ahead of the limit either.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ class TokenBucket:
     def __init__(
         self,
         rate_bps: float,
-        burst_seconds: float = 0.1,
+        burst_seconds: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if rate_bps <= 0:

@@ -55,21 +55,23 @@
 
   // -- formatting (same rules as display.py) --------------------------------------------
 
+  // Binary units, as the API's size_mb: one unit family for sizes and speeds alike.
   function formatBytes(count) {
     if (count === null || count === undefined) return DASH;
-    if (count < 1000) return `${count} B`;
-    let value = count / 1000;
-    for (const unit of ["kB", "MB", "GB"]) {
-      if (value < 1000) return `${value.toFixed(1)} ${unit}`;
-      value /= 1000;
+    if (count < 1024) return `${count} B`;
+    let value = count / 1024;
+    for (const unit of ["KiB", "MiB", "GiB"]) {
+      if (value < 1024) return `${value.toFixed(1)} ${unit}`;
+      value /= 1024;
     }
-    return `${value.toFixed(1)} TB`;
+    return `${value.toFixed(1)} TiB`;
   }
 
   function formatSpeed(mbps) {
     if (!mbps || mbps <= 0) return DASH;
-    if (mbps < 1) return `${(mbps * 1000).toFixed(0)} kB/s`;
-    return `${mbps.toFixed(1)} MB/s`;
+    const kib = (mbps * 1e6) / 1024;
+    if (kib < 1024) return `${kib.toFixed(0)} KiB/s`;
+    return `${(kib / 1024).toFixed(1)} MiB/s`;
   }
 
   function formatEta(seconds) {
@@ -122,6 +124,8 @@
       progress: null,
       processing: null,
       error: null,
+      // The last download.retrying while the task waits to try again.
+      retrying: null,
       name: null,
       host: null,
     };
@@ -162,8 +166,11 @@
     const state = row.state;
     row.el.dataset.state = state;
     const [label, icon] = STATES[state] || [state, "?"];
-    setText(field(row, "state"), label);
+    const retrying = state === "downloading" ? row.retrying : null;
+    setText(field(row, "state"), retrying ? "Retrying" : label);
     setText(field(row, "icon"), icon);
+    if (retrying) row.el.dataset.retrying = "";
+    else delete row.el.dataset.retrying;
     if (row.name !== null) {
       const name = field(row, "name");
       setText(name, row.name);
@@ -171,8 +178,12 @@
     }
     if (row.host !== null) setText(field(row, "host"), row.host);
     if (row.error) {
+      let message = row.error.message || "";
+      if (retrying) {
+        message += ` · attempt ${retrying.attempt} failed, next try in ${retrying.retry_in_seconds} s`;
+      }
       setText(field(row, "error-type"), row.error.type || "");
-      setText(field(row, "error-message"), row.error.message || "");
+      setText(field(row, "error-message"), message);
     }
     if (row.progress === null && state !== "completed" && state !== "processing") return;
 
@@ -255,6 +266,7 @@
     if (!row) row = createRow(ev.task_id);
     if (ev.state) row.state = ev.state;
     if (ev.progress) row.progress = ev.progress;
+    if (ev.event !== "download.retrying") row.retrying = null;
     switch (ev.event) {
       case "download.queued":
         row.error = null;
@@ -272,6 +284,11 @@
         if (row.progress && row.progress.total_bytes === null) {
           row.progress = { ...row.progress, total_bytes: row.progress.downloaded_bytes };
         }
+        break;
+      case "download.retrying":
+        // A failed attempt that will be retried; download.error comes only at the end.
+        row.retrying = ev;
+        if (ev.error) row.error = ev.error;
         break;
       case "download.error":
       case "download.cancelled":
@@ -464,15 +481,11 @@
       reachable();
       const body = await resp.json();
       const dirty = new Set();
-      const seen = new Set();
-      for (const snap of body.tasks || []) {
-        seen.add(snap.task_id);
-        applySnapshot(snap, dirty);
-      }
-      for (const id of chunk) {
+      for (const snap of body.tasks || []) applySnapshot(snap, dirty);
+      for (const id of body.missing || []) {
         const row = rows.get(id);
-        // Left out of the answer: deleted (or no longer ours).
-        if (row && !seen.has(id)) removeRow(row);
+        // Named in `missing`: deleted (or no longer ours).
+        if (row) removeRow(row);
       }
       for (const row of dirty) if (rows.get(row.id) === row) render(row);
     }

@@ -35,7 +35,9 @@ def downloaded(api: Api, task: JSON) -> Path:
 
 
 def errors(events: list[JSON]) -> list[JSON]:
-    return [e for e in events if e["event"] == "download.error"]
+    """Every failed attempt: `download.retrying` for those retried, then `download.error`
+    for the one that ended the task (#11)."""
+    return [e for e in events if e["event"] in ("download.retrying", "download.error")]
 
 
 def restarts(events: list[JSON]) -> list[JSON]:

@@ -79,8 +79,12 @@ async def test_create_sends_filename_sha256_and_idempotency_key(
 ) -> None:
     url = origin.url(size=10_000)
     first = await client.create(url, filename="mine.bin", sha256="0" * 64, idempotency_key="k1")
-    again = await client.create(url, idempotency_key="k1")
+    again = await client.create(url, filename="mine.bin", sha256="0" * 64, idempotency_key="k1")
     assert again["task_id"] == first["task_id"]
+    # The same key with another request is refused (#11).
+    with pytest.raises(ApiError) as refused:
+        await client.create(url, idempotency_key="k1")
+    assert refused.value.status == 409 and refused.value.type == "idempotency_conflict"
     assert first["filename"] == "mine.bin"
     failed = await wait_state(client, first["task_id"], *FINAL_STATES)
     # The wrong checksum reached the server: the task fails its verification.

@@ -56,7 +56,7 @@ async def test_pause_while_waiting_to_retry(make_api: MakeApi, origin: Origin) -
 
 
 async def _has_error(api: Api, task_id: str) -> bool:
-    return any(e["event"] == "download.error" for e in await api.events(task_id))
+    return any(e["event"] == "download.retrying" for e in await api.events(task_id))
 
 
 async def test_pause_while_the_origin_is_silent(api: Api, origin: Origin) -> None:

@@ -31,8 +31,12 @@ def assert_event_shape(event: dict[str, Any]) -> None:
     elif name == "download.completed":
         assert set(event) == COMMON | {"result"}
         assert {"filename", "size_mb", "duration_seconds"} <= set(event["result"])
+    elif name == "download.retrying":
+        assert set(event) >= COMMON | {"error", "attempt", "retry_in_seconds"}
+        assert event["state"] == "downloading"
     elif name == "download.error":
-        assert set(event) == COMMON | {"error"}
+        assert event["state"] == "failed"
+        assert set(event) >= COMMON | {"error"}
         assert isinstance(event["error"]["type"], str)
         assert isinstance(event["error"]["message"], str)
 

@@ -173,12 +173,12 @@ async def test_webhook_hears_only_the_final_error(
     await api.wait_for(task["task_id"], "failed")
     await hook_events(api, task["task_id"])
     history = await api.events(task["task_id"])
-    # Two retryable errors, then the final one: only that one is delivered.
-    assert [e["state"] for e in history if e["event"] == "download.error"] == [
-        "downloading",
-        "downloading",
-        "failed",
+    # Two retried attempts, then the final error: only that one is delivered.
+    assert [(e["event"], e["state"]) for e in history if e["event"].startswith("download.re")] == [
+        ("download.retrying", "downloading"),
+        ("download.retrying", "downloading"),
     ]
+    assert [e["state"] for e in history if e["event"] == "download.error"] == ["failed"]
     [(_, body)] = receiver.received
     sent = json.loads(body)
     assert sent["event"] == "download.error" and sent["state"] == "failed"

@@ -82,6 +82,7 @@ async def test_key_a_cannot_see_or_touch_key_b_tasks(api: Api, origin: Origin) -
         "GET", f"/api/progress?task_id={b_id}&task_id={mine['task_id']}", key=key_a
     )
     assert [t["task_id"] for t in batch["tasks"]] == [mine["task_id"]]
+    assert batch["missing"] == [b_id]
     history = await api.json("GET", "/api/events?after_seq=0", key=key_a)
     assert history["events"] and all(e["task_id"] != b_id for e in history["events"])
     admin_view = await api.tasks("?limit=500", key=admin)

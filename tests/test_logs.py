@@ -30,6 +30,7 @@ TRANSITIONS = {
     "download.started",
     "download.processing",
     "download.completed",
+    "download.retrying",
     "download.error",
     "download.cancelled",
     "download.paused",

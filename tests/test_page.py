@@ -116,7 +116,7 @@ async def test_add_through_the_form_and_watch_it_complete_without_reloading(
     done = page.locator(row(page, task_id))
     await expect(done.locator('[data-field="state"]')).to_have_text("Completed")
     await expect(done.locator('[data-field="percentage"]')).to_have_text("100.0 %")
-    await expect(done.locator('[data-field="size"]')).to_have_text("1.5 MB")
+    await expect(done.locator('[data-field="size"]')).to_have_text("1.4 MiB")
     assert await page.evaluate("window.__sameDocument") is True
 
     # The finished file downloads from its row, and it is the origin's bytes.

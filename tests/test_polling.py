@@ -63,7 +63,9 @@ async def test_polling_shape_through_a_download(api: Api, origin: Origin) -> Non
     assert done["state"] == "completed"
     assert done["progress"]["downloaded_bytes"] == size
     assert done["progress"]["percentage"] == 100.0
-    assert done["progress"]["eta_seconds"] == 0
+    # Not downloading any more: no speed, no ETA (#11).
+    assert done["progress"]["eta_seconds"] is None
+    assert done["progress"]["speed_mbps"] == 0
 
 
 async def test_etag_answers_304_until_the_snapshot_changes(api: Api, origin: Origin) -> None:
@@ -109,8 +111,11 @@ async def test_batch_polling(api: Api, origin: Origin) -> None:
     resp = await api.call("GET", f"/api/progress?{query}")
     assert resp.status == 200
     body = await resp.json()
-    assert set(body) == {"tasks"}
+    assert set(body) == {"tasks", "missing"}
     assert [t["task_id"] for t in body["tasks"]] == [one["task_id"], two["task_id"]]
+    # Another key's task and one that does not exist are named alike, in the order asked,
+    # so a client learns which ids to stop polling without learning which ones exist (#11).
+    assert body["missing"] == [foreign["task_id"], unknown]
     for polled in body["tasks"]:
         assert_polling_shape(polled, polled["task_id"])
         assert polled == await api.progress(polled["task_id"])
@@ -118,6 +123,26 @@ async def test_batch_polling(api: Api, origin: Origin) -> None:
         "GET", f"/api/progress?{query}", headers={"If-None-Match": resp.headers["ETag"]}
     )
     assert cached.status == 304
+
+
+async def test_batch_polling_names_a_task_deleted_since_the_last_poll(
+    api: Api, origin: Origin
+) -> None:
+    one = await api.submit(origin.url(size=1000, seed=1))
+    two = await api.submit(origin.url(size=1000, seed=2))
+    for task in (one, two):
+        await api.wait_for(task["task_id"], "completed")
+    query = f"task_id={one['task_id']}&task_id={two['task_id']}"
+    first = await api.call("GET", f"/api/progress?{query}")
+    assert (await first.json())["missing"] == []
+    await api.json("DELETE", f"/api/downloads/{two['task_id']}", 204)
+    after = await api.call(
+        "GET", f"/api/progress?{query}", headers={"If-None-Match": first.headers["ETag"]}
+    )
+    assert after.status == 200
+    body = await after.json()
+    assert [t["task_id"] for t in body["tasks"]] == [one["task_id"]]
+    assert body["missing"] == [two["task_id"]]
 
 
 async def test_unknown_length_gives_nulls_not_zeros(api: Api, origin: Origin) -> None:

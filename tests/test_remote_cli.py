@@ -103,7 +103,7 @@ async def test_ls_table_shows_state_progress_name_and_error(api: Api, origin: Or
     completed_line = by_id[done["task_id"][:8]]
     assert "completed" in completed_line
     assert "100.0 %" in completed_line
-    assert "2.5 MB" in completed_line
+    assert "2.4 MiB" in completed_line
     assert "report.pdf" in completed_line
     failed_line = by_id[failed["task_id"][:8]]
     assert "failed" in failed_line
@@ -115,7 +115,8 @@ async def test_ls_names_an_unnamed_task_from_its_url_unquoted(api: Api, origin: 
     failed = await api.submit(origin.url("/file/Quarterly Report.pdf", status=404))
     assert "%20" in failed["url"]
     record = await api.wait_for(failed["task_id"], "failed")
-    assert record["filename"] is None
+    # The record names it the same way, sanitised (#11).
+    assert record["filename"] == "Quarterly Report.pdf"
 
     result = await cli(api, "ls")
     assert result.exit_code == 0, result.output

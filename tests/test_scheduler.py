@@ -9,8 +9,9 @@ from progress_server.app import client_session
 from progress_server.downloader import Downloader
 from progress_server.events import EventBus
 from progress_server.models import TaskState
+from progress_server.new_task import NewTask
 from progress_server.processing.build import build_pipeline
-from progress_server.scheduler import NewTask, Scheduler
+from progress_server.scheduler import Scheduler
 from progress_server.settings import Settings
 from progress_server.snapshots import SnapshotCache
 from progress_server.store.sqlite import SqliteStore

@@ -392,3 +392,34 @@ async def test_concurrent_requests_with_one_idempotency_key_make_one_task(
     ids = {(await r.json())["task_id"] for r in responses}
     assert len(ids) == 1
     assert [t["task_id"] for t in await api.tasks()] == list(ids)
+
+
+async def test_idempotency_key_with_another_body_is_a_conflict(api: Api, origin: Origin) -> None:
+    headers = {"Idempotency-Key": "order-43"}
+    body = {"url": origin.url(size=1000), "sha256": "A" * 64}
+    first = await api.call("POST", "/api/downloads", json=body, headers=headers)
+    assert first.status == 201
+    task_id = (await first.json())["task_id"]
+
+    for changed in (
+        {**body, "url": origin.url(size=2000)},
+        {**body, "filename": "other.bin"},
+        {**body, "max_speed_mbps": 5},
+        {"url": body["url"]},
+    ):
+        resp = await api.call("POST", "/api/downloads", json=changed, headers=headers)
+        assert resp.status == 409, changed
+        assert_error(await resp.json(), "idempotency_conflict")
+    assert [t["task_id"] for t in await api.tasks()] == [task_id]
+
+    # The same request written differently (key order, spacing, the checksum's case, a null
+    # for a field not given) is the same request: 200 with the first task.
+    same = '{"sha256": "' + "a" * 64 + '",   "url": "' + body["url"] + '", "filename": null}'
+    again = await api.call(
+        "POST",
+        "/api/downloads",
+        data=same,
+        headers={**headers, "Content-Type": "application/json"},
+    )
+    assert again.status == 200
+    assert (await again.json())["task_id"] == task_id

@@ -97,7 +97,7 @@ async def test_reconnecting_with_after_seq_misses_nothing_while_events_pour_in(
         retry_max_delay=0.02,
         progress_interval=0.05,
     )
-    # Retrying tasks make a burst of persisted `download.error` events each; rate-limited
+    # Retrying tasks make a burst of persisted `download.retrying` events each; rate-limited
     # ones make steady progress. All run while the clients below keep reconnecting.
     retrying = [
         await api.submit(origin.url(size=300_000, status=503, fail_times=10, seed=i))
@@ -119,7 +119,7 @@ async def test_reconnecting_with_after_seq_misses_nothing_while_events_pour_in(
 
     stored = await all_events(api)
     assert {e["task_id"] for e in stored} == {t["task_id"] for t in tasks}
-    errors = [e for e in stored if e["event"] == "download.error"]
+    errors = [e for e in stored if e["event"] == "download.retrying"]
     assert len(errors) == 50
     for chain in chains:
         wanted = [e["seq"] for e in stored if chain.target in ("*", e["task_id"])]

@@ -18,6 +18,7 @@ LIFECYCLE = frozenset(
         "download.started",
         "download.processing",
         "download.completed",
+        "download.retrying",
         "download.error",
         "download.cancelled",
         "download.paused",

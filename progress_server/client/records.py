@@ -62,10 +62,12 @@ class Event(TypedDict, total=False):
     """A frame from the WebSocket or a history entry.
 
     `event` names it: `download.queued`, `.started`, `.progress`, `.processing`,
-    `.completed`, `.error`, `.cancelled`, `.paused`, or `subscribed` (the current snapshot
-    of a task, sent when a subscription starts; for `"*"` it carries `tasks`, a snapshot of
-    every unfinished task). Which of the other keys are present depends on the event, as in
-    the guide.
+    `.retrying` (a failed attempt that will be retried: `error`, `attempt`,
+    `retry_in_seconds`), `.completed`, `.error` (sent once, when the task ends `failed`),
+    `.cancelled`, `.paused`, or `subscribed` (the current snapshot of a task, sent when a
+    subscription starts; for a failed task it carries `error`, for a completed one
+    `result`; for `"*"` it carries `tasks`, a snapshot of every unfinished task). Which of
+    the other keys are present depends on the event, as in the guide.
     """
 
     event: str
@@ -78,5 +80,7 @@ class Event(TypedDict, total=False):
     error: TaskError
     processing: dict[str, Any]
     tasks: list[dict[str, Any]]
+    attempt: int
+    retry_in_seconds: float
     fragments: dict[str, Any]
     entries: list[str]

@@ -1,11 +1,12 @@
 """ClusterFeed: follows the cluster's event log for one node and feeds its local fan-out.
 
-One dedicated connection LISTENs on three channels. A stored-event notification is only a
+One dedicated connection LISTENs on four channels. A stored-event notification is only a
 wake-up: the feed reads `seq > cursor` from the table, so a lost notification costs at
 most one poll interval (it also reads once a second, and checks the connection then). A
 progress notification carries its event, which was never stored: it is passed on unless a
 newer event was already delivered (progress is a figure, the next one follows shortly).
-A deletion notification names a task deleted by any node (deletions leave no event).
+A deletion notification names a task deleted by any node (deletions leave no event); a key
+notification tells the store that API keys changed (Store.key_generation).
 
 Notifications arrive in commit order, which is seq order (see eventlog), and are handled
 one at a time in arrival order, so the node's subscribers get events in seq order. When
@@ -34,7 +35,7 @@ from progress_server.cluster.eventlog import (
 )
 from progress_server.models import Event, Progress
 from progress_server.store.postgres import PostgresStore
-from progress_server.store.postgres_rows import DATABASE_ERRORS, DELETIONS_CHANNEL
+from progress_server.store.postgres_rows import DATABASE_ERRORS, DELETIONS_CHANNEL, KEYS_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,10 @@ class ClusterFeed:
         def on_deleted(_conn: object, _pid: int, _channel: str, payload: object) -> None:
             queue.put_nowait(_Deleted(str(payload)))
 
+        def on_keys(_conn: object, _pid: int, _channel: str, _payload: object) -> None:
+            # Not queued: a key change orders nothing, and a revocation must bite at once.
+            self._store.key_changed()
+
         def on_lost(_conn: object) -> None:
             queue.put_nowait(_ConnectionLost())
 
@@ -143,10 +148,14 @@ class ClusterFeed:
             await conn.add_listener(EVENTS_CHANNEL, on_event)
             await conn.add_listener(PROGRESS_CHANNEL, on_progress)
             await conn.add_listener(DELETIONS_CHANNEL, on_deleted)
+            await conn.add_listener(KEYS_CHANNEL, on_keys)
             self.listener_pid = conn.get_server_pid()
             # Listening first, then reading: an event committed in between is both read
             # and announced, and the cursor makes the second sighting a no-op.
             await self._catch_up()
+            if self.reconnects:
+                # Keys may have changed while nobody listened.
+                self._store.key_changed()
             if self.reconnects and self._on_reconnected is not None:
                 try:
                     await self._on_reconnected()

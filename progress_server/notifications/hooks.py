@@ -31,7 +31,8 @@ MAX_COMMANDS = 4
 
 
 def is_final_outcome(event: Event) -> bool:
-    # A retryable download.error keeps the task downloading; only the last one counts.
+    # A retried attempt is download.retrying; download.error is the end. The state check also
+    # keeps out a history's older retryable download.error (sent with state downloading).
     return event.name is EventName.COMPLETED or (
         event.name is EventName.ERROR and event.state is TaskState.FAILED
     )

@@ -47,7 +47,10 @@ def download_paths() -> JSON:
                         "in": "header",
                         "required": False,
                         "schema": {"type": "string", "minLength": 1, "maxLength": 200},
-                        "description": "The same key within 24 h returns the first task (200).",
+                        "description": "The same key within 24 h with the same request "
+                        "(compared in canonical form: key order, spacing and nulls do not "
+                        "matter) returns the first task (200); with a different request it "
+                        "answers 409 `idempotency_conflict`.",
                     }
                 ],
                 "requestBody": {"required": True, "content": json_content(ref("NewDownload"))},
@@ -59,6 +62,7 @@ def download_paths() -> JSON:
                         ),
                     },
                     400,
+                    409,
                     413,
                     415,
                     422,
@@ -211,6 +215,7 @@ def websocket_paths() -> JSON:
 
 def operations_paths() -> JSON:
     text = {"text/plain": {"schema": {"type": "string"}}}
+    html = {"text/html": {"schema": {"type": "string"}}}
     return {
         "/healthz": {
             "get": {
@@ -238,8 +243,41 @@ def operations_paths() -> JSON:
         "/api/openapi.json": {
             "get": {
                 "operationId": "openapi",
-                "summary": "This document.",
-                "responses": responses({200: ok("OpenAPI 3.1.", {"type": "object"})}),
+                "summary": "This document; no key needed (it holds no data).",
+                "security": [],
+                "responses": responses({200: ok("OpenAPI 3.1.", {"type": "object"})}, api=False),
+            }
+        },
+        "/api/docs": {
+            "get": {
+                "operationId": "apiDocs",
+                "summary": "An interactive viewer of this document (Swagger UI, served from "
+                "the package: no CDN); no key needed.",
+                "security": [],
+                "responses": {"200": {"description": "The viewer.", "content": html}},
+            }
+        },
+        "/api/docs/{asset}": {
+            "get": {
+                "operationId": "apiDocsAsset",
+                "summary": "The viewer's script and style sheet; no key needed.",
+                "security": [],
+                "parameters": [
+                    {
+                        "name": "asset",
+                        "in": "path",
+                        "required": True,
+                        "schema": {
+                            "type": "string",
+                            "enum": ["swagger-ui-bundle.js", "swagger-ui.css"],
+                        },
+                    }
+                ],
+                "responses": responses(
+                    {200: {"description": "The file.", "content": {"*/*": {"schema": {}}}}},
+                    404,
+                    api=False,
+                ),
             }
         },
     }

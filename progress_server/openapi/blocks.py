@@ -14,7 +14,8 @@ _ERROR_STATUSES = {
     401: "No API key, or a wrong or revoked one. Comes with `WWW-Authenticate: Bearer`.",
     403: "The key is valid but may not do this (not an admin key).",
     404: "No such task, or a task of another key: the two are indistinguishable.",
-    409: "The task's state does not allow this action.",
+    409: "The task's state does not allow this action (`conflict`), or an Idempotency-Key "
+    "was reused with a different request (`idempotency_conflict`).",
     413: "The request body is larger than the server accepts.",
     415: "The body is not `application/json`.",
     416: "The requested byte range lies outside the file.",

@@ -63,10 +63,19 @@ def schemas() -> JSON:
         "PollingBatch": extra(
             {
                 "type": "object",
-                "required": ["tasks"],
-                "properties": {"tasks": {"type": "array", "items": ref("Polling")}},
+                "additionalProperties": False,
+                "required": ["tasks", "missing"],
+                "properties": {
+                    "tasks": {"type": "array", "items": ref("Polling")},
+                    "missing": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "uuid"},
+                        "description": "The ids asked for that do not exist or belong to "
+                        "another key (the two are not told apart), in the order asked.",
+                    },
+                },
             },
-            "one polling response per visible task named; unknown ids are left out.",
+            "one polling response per visible task named, and the ids that are not.",
         ),
         "TaskError": {
             "type": "object",
@@ -169,7 +178,19 @@ def schemas() -> JSON:
                 "state": extra(ref("TaskState"), "the task's state after the event."),
                 "progress": {"type": "object", "description": "`download.progress`"},
                 "result": {"type": "object", "description": "`download.completed`"},
-                "error": {"type": "object", "description": "`download.error`"},
+                "error": {
+                    "type": "object",
+                    "description": "`download.error` (sent once, when the task ends `failed`) "
+                    "and `download.retrying`",
+                },
+                "attempt": extra(
+                    {"type": "integer", "minimum": 1},
+                    "`download.retrying`: the attempt that failed.",
+                ),
+                "retry_in_seconds": extra(
+                    {"type": "number", "minimum": 0},
+                    "`download.retrying`: when the next attempt starts.",
+                ),
                 "fragments": extra(
                     {
                         "type": "object",

@@ -68,6 +68,17 @@ class Store(Protocol):
     async def revoke_key(self, name: str) -> bool:
         """Revoke a live key by name; False when no live key has that name."""
 
+    def key_generation(self) -> int:
+        """A number that changes once any process (this one, the CLI, another node) has
+        created, revoked or otherwise changed an API key: compare it with an earlier answer.
+
+        Synchronous and cheap (no query in the common case, never a wait on I/O): the key
+        ring asks on every authenticated request and 50 times a second, so a revocation
+        bites at once. SQLite reads `PRAGMA data_version` on a connection of its own and, when
+        another connection committed, a trigger-kept counter. A PostgreSQL store can count
+        the notifications of a LISTEN on a channel its key writes NOTIFY (within a second).
+        """
+
     # -- page sessions -------------------------------------------------------------------
 
     async def insert_session(self, session: SessionRow) -> None: ...

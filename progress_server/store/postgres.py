@@ -61,6 +61,8 @@ class PostgresStore:
         self._pool_or_none: asyncpg.Pool[asyncpg.Record] | None = None
         self.last_write_seconds = 0.0
         self.write_observers: list[Callable[[float], None]] = []
+        # Key changes heard of (key_changed); read by key_generation.
+        self._key_changes = 0
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -136,6 +138,16 @@ class PostgresStore:
                 name,
             )
         return bool(revoked)
+
+    def key_generation(self) -> int:
+        """Counts the key changes this node heard of: every change to api_keys notifies
+        (migration 0004's trigger), and the node's ClusterFeed, which listens, calls
+        `key_changed` for each one, and once more after it reconnects (it may have missed
+        some). A store no feed listens for (a `keys` command) never needs to know."""
+        return self._key_changes
+
+    def key_changed(self) -> None:
+        self._key_changes += 1
 
     # -- page sessions -----------------------------------------------------------------
 

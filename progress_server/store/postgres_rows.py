@@ -26,8 +26,10 @@ DATABASE_ERRORS = (
     TimeoutError,
 )
 
-# NOTIFY channel on which a deleted task's id goes to every node (see ClusterFeed).
+# NOTIFY channels every node's ClusterFeed listens on: a deleted task's id, and (from the
+# api_keys trigger of migration 0004) the news that a key changed.
 DELETIONS_CHANNEL = "progress_server_deletions"
+KEYS_CHANNEL = "progress_server_keys"
 
 # A connection of our own or one lent by the pool; asyncpg's classes are generic only in
 # its type stubs, so the alias exists for the type checker alone.
@@ -40,8 +42,9 @@ if TYPE_CHECKING:
 # A new task's row; new_task_params gives its parameters.
 INSERT_TASK = """
 INSERT INTO tasks (task_id, owner_key_id, url, filename, requested_filename, sha256, state,
-    options, idempotency_key, created_at, updated_at, host, source, parent_id, playlist_index)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8::json, $9, $10, $11, $12, $13, $14, $15)
+    options, idempotency_key, created_at, updated_at, host, source, parent_id, playlist_index,
+    request_hash)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::json, $9, $10, $11, $12, $13, $14, $15, $16)
 """
 
 
@@ -62,6 +65,7 @@ def new_task_params(task: Task, idempotency_key: str | None) -> list[object]:
         task.source,
         task.parent_id,
         task.playlist_index,
+        task.request_hash,
     ]
 
 

@@ -1,193 +1,27 @@
-"""SqliteStore: the Store on SQLite; the only module that imports aiosqlite.
+"""SqliteStore: the Store on SQLite. Only the store/sqlite*.py modules import aiosqlite.
 
-One writer connection (every write goes through it, serialised by a lock so that a
-transaction is never interleaved with another coroutine's statements) and one reader
-connection, which WAL mode lets run beside the writer. All SQL is parameterised.
+The class is assembled from parts, each in its own module: the connections, migrations and
+write transactions (sqlite_connections.py), keys and page sessions (sqlite_keys.py), and
+here the tasks and their events. All SQL is parameterised.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import aiosqlite
 
 from progress_server.models import Event, Task, TaskState
-from progress_server.resources import migrations_dir
-from progress_server.store.rows import ApiKeyRow, SessionRow, SnapshotRow, TaskChange
-from progress_server.store.sqlite_rows import (
-    change_columns,
-    event_from_row,
-    key_from_row,
-    session_from_row,
-    task_from_row,
-)
+from progress_server.store.rows import SnapshotRow, TaskChange
+from progress_server.store.sqlite_keys import SqliteKeysAndSessions
+from progress_server.store.sqlite_rows import change_columns, event_from_row, task_from_row
 
 
-class SqliteStore:
+class SqliteStore(SqliteKeysAndSessions):
     """The Store on one SQLite file (WAL): one writer connection, one reader."""
-
-    def __init__(self, path: Path, migrations: Path | None = None) -> None:
-        self.path = path
-        self._migrations = migrations or migrations_dir()
-        self._writer_conn: aiosqlite.Connection | None = None
-        self._reader_conn: aiosqlite.Connection | None = None
-        self._write_lock = asyncio.Lock()
-        # Seconds spent in the last write transactions; read by metrics.
-        self.last_write_seconds = 0.0
-        # Called with each write transaction's duration (the metrics histogram).
-        self.write_observers: list[Callable[[float], None]] = []
-
-    # -- lifecycle ---------------------------------------------------------------------
-
-    async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer_conn = await self._connect()
-        await self._apply_migrations(self._writer_conn)
-        self._reader_conn = await self._connect()
-
-    async def _connect(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
-        conn.row_factory = aiosqlite.Row
-        await conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed lifecycle event survives a power cut, not only a killed process.
-        await conn.execute("PRAGMA synchronous=FULL")
-        await conn.execute("PRAGMA foreign_keys=ON")
-        await conn.execute("PRAGMA busy_timeout=5000")
-        return conn
-
-    async def close(self) -> None:
-        for conn in (self._reader_conn, self._writer_conn):
-            if conn is not None:
-                await conn.close()
-        self._reader_conn = self._writer_conn = None
-
-    @property
-    def _writer(self) -> aiosqlite.Connection:
-        assert self._writer_conn is not None, "store is not open"
-        return self._writer_conn
-
-    @property
-    def _reader(self) -> aiosqlite.Connection:
-        assert self._reader_conn is not None, "store is not open"
-        return self._reader_conn
-
-    async def _apply_migrations(self, conn: aiosqlite.Connection) -> None:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
-        )
-        async with conn.execute("SELECT version FROM schema_migrations") as cur:
-            applied = {row[0] for row in await cur.fetchall()}
-        for path in sorted(self._migrations.glob("*.sql")):
-            version = int(path.name.split("_", 1)[0])
-            if version in applied:
-                continue
-            # One script and its bookkeeping row, one transaction: a migration is applied
-            # whole or not at all. executescript takes no parameters, so the script opens
-            # the transaction and the bookkeeping INSERT runs parameterised inside it.
-            try:
-                await conn.executescript("BEGIN;\n" + path.read_text())
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                    (version, path.name, time.time()),
-                )
-                await conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    await conn.execute("ROLLBACK")
-                raise
-
-    async def applied_migrations(self) -> list[int]:
-        async with self._reader.execute(
-            "SELECT version FROM schema_migrations ORDER BY version"
-        ) as cur:
-            return [row[0] for row in await cur.fetchall()]
-
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._write_lock:
-            started = time.perf_counter()
-            try:
-                await self._writer.execute("BEGIN IMMEDIATE")
-            except asyncio.CancelledError:
-                # aiosqlite still runs BEGIN in its thread after we stop waiting for it;
-                # left open, it would make the next writer fail "within a transaction".
-                with contextlib.suppress(aiosqlite.Error):
-                    await self._writer.execute("ROLLBACK")
-                raise
-            try:
-                yield self._writer
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
-                raise
-            await self._writer.execute("COMMIT")
-            self.last_write_seconds = time.perf_counter() - started
-            for observe in self.write_observers:
-                observe(self.last_write_seconds)
-
-    # -- keys --------------------------------------------------------------------------
-
-    async def create_key(self, name: str, key_hash: str, is_admin: bool) -> int:
-        async with self._transaction() as db:
-            cur = await db.execute(
-                "INSERT INTO api_keys (name, key_hash, is_admin, created_at) VALUES (?, ?, ?, ?)",
-                (name, key_hash, int(is_admin), time.time()),
-            )
-            assert cur.lastrowid is not None
-            return cur.lastrowid
-
-    async def list_keys(self) -> list[ApiKeyRow]:
-        async with self._reader.execute("SELECT * FROM api_keys ORDER BY key_id") as cur:
-            return [key_from_row(row) for row in await cur.fetchall()]
-
-    async def key_by_hash(self, key_hash: str) -> ApiKeyRow | None:
-        async with self._reader.execute(
-            "SELECT * FROM api_keys WHERE key_hash = ?", (key_hash,)
-        ) as cur:
-            row = await cur.fetchone()
-        return None if row is None else key_from_row(row)
-
-    async def revoke_key(self, name: str) -> bool:
-        async with self._transaction() as db:
-            cur = await db.execute(
-                "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
-                (time.time(), name),
-            )
-            return cur.rowcount > 0
-
-    # -- page sessions -----------------------------------------------------------------
-
-    async def insert_session(self, session: SessionRow) -> None:
-        async with self._transaction() as db:
-            await db.execute(
-                "INSERT INTO sessions (token_hash, key_id, csrf_token, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (
-                    session.token_hash,
-                    session.key_id,
-                    session.csrf_token,
-                    session.created_at,
-                    session.expires_at,
-                ),
-            )
-
-    async def delete_session(self, token_hash: str) -> None:
-        async with self._transaction() as db:
-            await db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
-
-    async def live_sessions(self, now: float) -> list[SessionRow]:
-        """Unexpired sessions; expired ones are deleted on the way."""
-        async with self._transaction() as db:
-            await db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
-        async with self._reader.execute("SELECT * FROM sessions") as cur:
-            return [session_from_row(row) for row in await cur.fetchall()]
 
     # -- tasks -------------------------------------------------------------------------
 
@@ -196,9 +30,9 @@ class SqliteStore:
         async with self._transaction() as db:
             cur = await db.execute(
                 "INSERT INTO tasks (task_id, owner_key_id, url, filename, requested_filename,"
-                " sha256, state, options, idempotency_key, created_at, updated_at,"
-                " source, parent_id, playlist_index)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " sha256, state, options, idempotency_key, request_hash, created_at,"
+                " updated_at, source, parent_id, playlist_index)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     task.task_id,
                     task.owner_key_id,
@@ -209,6 +43,7 @@ class SqliteStore:
                     task.state.value,
                     json.dumps(task.options),
                     idempotency_key,
+                    task.request_hash,
                     task.created_at,
                     task.updated_at,
                     task.source,

@@ -73,6 +73,7 @@ def task_from_row(row: ColumnRow) -> Task:
         last_modified=row["last_modified"],
         attempts=row["attempts"],
         order=row["task_order"],
+        request_hash=row["request_hash"],
         source=row["source"],
         parent_id=row["parent_id"],
         playlist_index=row["playlist_index"],

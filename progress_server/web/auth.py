@@ -19,6 +19,10 @@ from progress_server.web.sessions import CSRF_HEADER, request_session, same_orig
 PRINCIPAL = web.RequestKey("principal", Principal)
 # The WebSocket may also authenticate with its first frame, so it passes unauthenticated.
 _FRAME_AUTH_PATHS = frozenset({"/api/progress/ws"})
+# The API's description and its viewer hold no data: generators and browsers read them
+# without a key.
+_PUBLIC_PATHS = frozenset({"/api/openapi.json", "/api/docs"})
+_PUBLIC_PREFIX = "/api/docs/"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -43,6 +47,8 @@ async def authenticate_request(request: web.Request) -> Principal | None:
     """
     token = bearer_token(request.headers.get("Authorization"))
     if token is None:
+        # A session names a key: one revoked a moment ago must not pass either.
+        await request.app[KEYRING].current()
         return session_principal(request)
     found = await request.app[KEYRING].authenticate(token)
     if found is not None:
@@ -80,7 +86,8 @@ def session_principal(request: web.Request) -> Principal | None:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path.startswith("/api/"):
+    public = request.path in _PUBLIC_PATHS or request.path.startswith(_PUBLIC_PREFIX)
+    if request.path.startswith("/api/") and not public:
         found = await authenticate_request(request)
         if found is not None:
             request[PRINCIPAL] = found

@@ -14,7 +14,14 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from progress_server.errors import Conflict, DomainError, Invalid, NotFound, ShuttingDown
+from progress_server.errors import (
+    Conflict,
+    DomainError,
+    IdempotencyConflict,
+    Invalid,
+    NotFound,
+    ShuttingDown,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +66,8 @@ def from_domain(error: DomainError) -> ApiError:
     if isinstance(error, ShuttingDown):
         # The OpenAPI document promises Retry-After on every 503.
         return ApiError(503, error.message, headers={"Retry-After": str(error.retry_after)})
+    if isinstance(error, IdempotencyConflict):
+        return ApiError(409, error.message, "idempotency_conflict")
     if isinstance(error, Conflict):
         return ApiError(409, error.message)
     if isinstance(error, NotFound):

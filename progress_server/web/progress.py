@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 from aiohttp import web
 
@@ -40,15 +41,24 @@ async def get_progress_batch(request: web.Request) -> web.Response:
         raise ApiError(400, f"at most {MAX_BATCH} task_id values per request")
     if not all(is_task_id(task_id) for task_id in ids):
         raise ApiError(400, "every task_id must be a task id (a UUID)")
-    # Unknown and foreign ids are left out alike, so a batch reveals nothing a single poll
-    # would not; duplicates are answered once.
+    # Unknown and foreign ids are named alike in `missing`, so a batch reveals nothing a
+    # single poll would not; duplicates are answered once.
     queries = request.app[QUERIES]
-    snapshots = [s for s in (queries.snapshot(who, i) for i in dict.fromkeys(ids)) if s]
-    etag = '"b' + hashlib.sha1("".join(s.etag for s in snapshots).encode()).hexdigest()[:20] + '"'
+    found = {i: queries.snapshot(who, i) for i in dict.fromkeys(ids)}
+    snapshots = [s for s in found.values() if s is not None]
+    missing = [i for i, s in found.items() if s is None]
+    tags = "".join(s.etag for s in snapshots) + "|" + ",".join(missing)
+    etag = '"b' + hashlib.sha1(tags.encode()).hexdigest()[:20] + '"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if _matches(request, etag):
         return web.Response(status=304, headers=headers)
-    body = b'{"tasks": [' + b", ".join(s.body for s in snapshots) + b"]}"
+    body = (
+        b'{"tasks": ['
+        + b", ".join(s.body for s in snapshots)
+        + b'], "missing": '
+        + json.dumps(missing).encode()
+        + b"}"
+    )
     return web.Response(body=body, content_type="application/json", headers=headers)
 
 

@@ -17,9 +17,9 @@ from progress_server.appkeys import QUERIES
 from progress_server.auth import Principal
 from progress_server.media import source as media_source
 from progress_server.models import Task, TaskState
+from progress_server.new_task import NewTask
 from progress_server.processing.options import InvalidPostProcess, accept_post_process
 from progress_server.processing.tools import MediaTools
-from progress_server.scheduler import NewTask
 from progress_server.web.errors import ApiError, not_found
 
 MAX_URL_LENGTH = 8192

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from progress_server.resources import static_dir
-from progress_server.web import health, metrics, openapi, page, progress, tasks, ws
+from progress_server.web import apidocs, health, metrics, openapi, page, progress, tasks, ws
 
 TASK = "/api/downloads/{task_id}"
 
@@ -23,6 +23,8 @@ def setup_routes(app: web.Application) -> None:
     )
     app.router.add_static("/static/", static_dir(), name="static", append_version=True)
     app.router.add_get("/api/openapi.json", openapi.openapi_document)
+    app.router.add_get("/api/docs", apidocs.api_docs)
+    app.router.add_get("/api/docs/{asset}", apidocs.api_docs_asset)
 
     app.router.add_post("/api/downloads", tasks.create_download)
     app.router.add_get("/api/downloads", tasks.list_downloads)

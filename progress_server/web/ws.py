@@ -13,8 +13,8 @@ Limits, so no client can starve the server: a frame over 64 KiB closes the socke
 1009; frames beyond 50 a second (after a burst of 200) are not processed and answered
 with `rate_limited`, and a client that keeps going anyway is closed with 1008; a socket that
 has not authenticated within 30 s is closed with 1008, and so is a socket whose key is
-revoked (within about a second: the hub checks every socket's key once a second). The
-server pings every 20 s and drops a peer that does not answer.
+revoked (at once: the key ring tells the hub, progress_server/fanout.py). The server pings
+every 20 s and drops a peer that does not answer.
 """
 
 from __future__ import annotations
@@ -130,9 +130,9 @@ async def progress_ws(request: web.Request) -> web.WebSocketResponse:
     if transport is None:
         return ws  # the peer left during the handshake
     _limit_send_buffer(request)
-    hub.watch_keys(request.app[KEYRING].principal_by_id)
-    listener = hub.open(ws, transport, writer.drain, abort=lambda: _abort(request))
-    listener.principal = upgrade_principal(request)
+    listener = hub.open(
+        ws, transport, writer.drain, lambda: _abort(request), upgrade_principal(request)
+    )
     try:
         await _serve(request, ws, listener)
     finally:
@@ -146,7 +146,8 @@ async def _serve(request: web.Request, ws: web.WebSocketResponse, listener: List
     while True:
         if listener.principal is None:
             # Only an unauthenticated socket waits with a deadline; an authenticated one
-            # costs nothing until the client sends a frame (revocation is the hub's sweep).
+            # costs nothing until the client sends a frame (the hub closes it when its key
+            # is revoked).
             left = AUTH_TIMEOUT_SECONDS - (time.monotonic() - opened)
             try:
                 msg = await ws.receive(timeout=max(left, 0.01))

@@ -26,30 +26,39 @@ from progress_server.models import Progress, TaskState
     [
         (None, DASH),
         (0, "0 B"),
-        (999, "999 B"),
-        (1000, "1.0 kB"),
-        (1_500_000, "1.5 MB"),
-        (999_949_999, "999.9 MB"),
-        (2_000_000_000, "2.0 GB"),
-        (3_400_000_000_000, "3.4 TB"),
-        (5_000_000_000_000_000, "5000.0 TB"),
+        (1023, "1023 B"),
+        (1024, "1.0 KiB"),
+        (1_500_000, "1.4 MiB"),
+        (1_048_576, "1.0 MiB"),
+        (1_073_741_823, "1024.0 MiB"),
+        (2 * 2**30, "2.0 GiB"),
+        (3.4 * 2**40, "3.4 TiB"),
+        (5000 * 2**40, "5000.0 TiB"),
     ],
 )
-def test_bytes_read_in_decimal_units_like_the_speed(count: int | None, text: str) -> None:
-    assert format_bytes(count) == text
+def test_bytes_read_in_binary_units_like_the_results_size_mb(count: int | None, text: str) -> None:
+    # One unit family everywhere people read sizes: the API's size_mb is MiB (#11).
+    assert format_bytes(None if count is None else int(count)) == text
 
 
 def test_size_is_done_of_total_while_under_way_and_the_file_size_once_completed() -> None:
-    assert format_size(1_200_000, 2_500_000) == "1.2 MB / 2.5 MB"
-    assert format_size(1_200_000, None) == "1.2 MB"
-    assert format_size(2_500_000, 2_500_000, completed=True) == "2.5 MB"
+    assert format_size(1_200_000, 2_500_000) == "1.1 MiB / 2.4 MiB"
+    assert format_size(1_200_000, None) == "1.1 MiB"
+    assert format_size(2_500_000, 2_500_000, completed=True) == "2.4 MiB"
     # A download of unannounced size: the bytes that arrived are its size.
     assert format_size(700, None, completed=True) == "700 B"
 
 
 @pytest.mark.parametrize(
     ("mbps", "text"),
-    [(None, DASH), (0.0, DASH), (0.85, "850 kB/s"), (1.0, "1.0 MB/s"), (12.345, "12.3 MB/s")],
+    [
+        (None, DASH),
+        (0.0, DASH),
+        (0.85, "830 KiB/s"),
+        (1.0, "977 KiB/s"),
+        (1.048576, "1.0 MiB/s"),
+        (12.345, "11.8 MiB/s"),
+    ],
 )
 def test_speed_is_a_dash_when_standing_still(mbps: float | None, text: str) -> None:
     assert format_speed(mbps) == text
@@ -88,14 +97,14 @@ def test_figures_show_speed_and_eta_only_while_downloading() -> None:
     moving = progress_figures("downloading", wire.to_wire())
     assert (moving.percentage, moving.size, moving.speed, moving.eta) == (
         "25.0 %",
-        "1.0 MB / 4.0 MB",
-        "1.5 MB/s",
+        "976.6 KiB / 3.8 MiB",
+        "1.4 MiB/s",
         "0:02",
     )
     paused = progress_figures("paused", wire.to_wire())
     assert (paused.percentage, paused.speed, paused.eta) == ("25.0 %", DASH, DASH)
     done = progress_figures("completed", Progress(4_000_000, None).to_wire())
-    assert (done.percentage, done.size) == ("100.0 %", "4.0 MB")
+    assert (done.percentage, done.size) == ("100.0 %", "3.8 MiB")
     assert progress_figures("pending", None).size == DASH
 
 

@@ -22,7 +22,7 @@ import websockets
 import websockets.asyncio.client
 from aiohttp import web
 
-from progress_server.auth import Principal
+from progress_server.auth import KeyRing, Principal, hash_key
 from progress_server.batchgrid import next_slot
 from progress_server.events import EventBus
 from progress_server.fanout import Hub
@@ -356,3 +356,56 @@ async def test_a_socket_whose_lifecycle_events_no_longer_fit_is_closed_with_1013
     got = [e["seq"] for e in events if "seq" in e]
     assert got == published[: len(got)]
     await reader.close()
+
+
+async def test_sockets_of_a_revoked_key_close_at_once_even_one_opened_with_it_since(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """The key ring tells the hub of a revocation; a socket whose upgrade request was
+    authenticated before it, but that opened after the hub was told, is closed as it opens."""
+    store = SqliteStore(tmp_path / "keys.db")
+    await store.open()
+    bus = EventBus(store, SnapshotCache())
+    await bus.start()
+    hub = Hub(bus, 100)
+    keyring = KeyRing(store)
+    await keyring.start()
+    hub.watch_keys(keyring)
+    raw = {name: f"psk_{name}-key" for name in ("doomed", "keeper")}
+    for name, key in raw.items():
+        await store.create_key(name, hash_key(key), False)
+    who = {name: await keyring.authenticate(key) for name, key in raw.items()}
+
+    async def route(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        writer = await ws.prepare(request)
+        transport = request.transport
+        assert transport is not None
+        listener = hub.open(ws, transport, writer.drain, transport.abort, who[request.query["who"]])
+        async for _ in ws:
+            pass
+        await listener.finish()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", route)
+    client = await aiohttp_client(app)
+    try:
+        doomed = await client.ws_connect("/ws", params={"who": "doomed"})
+        keeper = await client.ws_connect("/ws", params={"who": "keeper"})
+        assert len(hub) == 2
+        await store.revoke_key("doomed")
+        await keyring.refresh()  # what the ring's watcher does within 20 ms
+        closed = await doomed.receive(timeout=1)
+        assert closed.type is aiohttp.WSMsgType.CLOSE and closed.data == 1008, closed
+        # Authenticated while the key was live, opened after the ring told the hub.
+        late = await client.ws_connect("/ws", params={"who": "doomed"})
+        closed = await late.receive(timeout=1)
+        assert closed.type is aiohttp.WSMsgType.CLOSE and closed.data == 1008, closed
+        await keeper.send_str("still here")
+        assert len(hub) == 1 and not keeper.closed
+        await keeper.close()
+    finally:
+        await hub.stop()
+        await keyring.stop()
+        await store.close()
