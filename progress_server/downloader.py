@@ -86,6 +86,10 @@ class TransferObserver(Protocol):
 
     async def restarted_from_zero(self, reason: str) -> None: ...
 
+    def check_may_write(self) -> None:
+        """Raise to stop the transfer before its next bytes reach the `.part` file (a run
+        that lost its task in a cluster). Called from the thread that writes."""
+
     async def received(self, nbytes: int) -> None: ...
 
     async def attempt_failed(self, error: DownloadError, attempt: int, delay: float) -> None: ...
@@ -296,7 +300,7 @@ class Downloader:
             )
         await self._check_disk(total, offset)
         await observer.response_started(offset, total, task.etag, task.last_modified)
-        part = PartFile(self.part_path(task.filename))
+        part = PartFile(self.part_path(task.filename), before_write=observer.check_may_write)
         try:
             await part.open(offset)
             watchdog = StallWatchdog(
@@ -366,7 +370,7 @@ class Downloader:
     ) -> TransferOutcome:
         assert task.filename is not None
         await observer.response_started(size, size, task.etag, task.last_modified)
-        part = PartFile(self.part_path(task.filename))
+        part = PartFile(self.part_path(task.filename), before_write=observer.check_may_write)
         try:
             await part.open(size)
             digest = await part.finish()

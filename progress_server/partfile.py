@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,10 @@ _READ_CHUNK = 4 * 1024 * 1024
 
 
 class PartFile:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, before_write: Callable[[], None] | None = None) -> None:
         self.path = path
+        # Asked right before each write, in the writing thread; raising stops the write.
+        self._before_write = before_write
         self._fd: int | None = None
         self._hash = hashlib.sha256()
         self._buffer: list[bytes] = []
@@ -90,6 +93,8 @@ class PartFile:
 
     def _write_sync(self, data: bytes) -> None:
         assert self._fd is not None
+        if self._before_write is not None:
+            self._before_write()
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)

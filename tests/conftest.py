@@ -23,6 +23,9 @@ from tests.media import library  # noqa: E402
 from tests.media_site import MediaSite, make_streams  # noqa: E402
 from tests.origins import Origin  # noqa: E402
 
+# PostgreSQL fixtures (pg_server, pg_url, pg_empty_url) for the cluster-mode tests.
+pytest_plugins = ["tests.pgserver"]
+
 # --------------------------------------------------------------------------------------
 # Origin (fault-injecting HTTP source)
 # --------------------------------------------------------------------------------------

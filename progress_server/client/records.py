@@ -49,6 +49,8 @@ class TaskRecord(TypedDict):
     updated_at: str
     sha256: NotRequired[str]
     options: NotRequired[dict[str, Any]]
+    # Cluster mode: the node running the task now (None when none).
+    node: NotRequired[str | None]
     # Media tasks only (#13): "media"; a playlist entry's parent and place; a parent's entries.
     source: NotRequired[str]
     parent_id: NotRequired[str]

@@ -111,6 +111,10 @@ def schemas() -> JSON:
                 "updated_at": {"type": "string", "format": "date-time"},
                 "sha256": extra({"type": "string"}, "the checksum the file must have."),
                 "options": extra({"type": "object"}, "per-task options given at submission."),
+                "node": extra(
+                    nullable("string"),
+                    "cluster mode only: the node running the task now (null when none).",
+                ),
                 **_media_task_properties(),
             },
         },
@@ -209,7 +213,15 @@ def schemas() -> JSON:
         "Health": {
             "type": "object",
             "required": ["status"],
-            "properties": {"status": {"type": "string"}, "version": {"type": "string"}},
+            "properties": {
+                "status": {"type": "string"},
+                "version": {"type": "string"},
+                "node": extra({"type": "string"}, "cluster mode: this node's id."),
+                "database": extra(
+                    {"type": "string", "enum": ["ok", "unreachable"]},
+                    "cluster mode: whether this node reaches the shared database.",
+                ),
+            },
         },
     }
 

@@ -25,7 +25,7 @@ class SqliteStore(SqliteKeysAndSessions):
 
     # -- tasks -------------------------------------------------------------------------
 
-    async def insert_task(self, task: Task, idempotency_key: str | None, event: Event) -> Task:
+    async def insert_task(self, task: Task, idempotency_key: str | None, event: Event) -> Event:
         """Store a new task together with its first event, in one transaction."""
         async with self._transaction() as db:
             cur = await db.execute(
@@ -54,7 +54,7 @@ class SqliteStore(SqliteKeysAndSessions):
             assert cur.lastrowid is not None
             task.order = cur.lastrowid
             await _insert_event(db, event)
-        return task
+        return event
 
     async def task_by_idempotency_key(
         self, owner_key_id: int, idempotency_key: str, since: float
@@ -124,11 +124,12 @@ class SqliteStore(SqliteKeysAndSessions):
 
     async def record_transition(
         self, event: Event | None, task_id: str, change: TaskChange
-    ) -> None:
+    ) -> Event | None:
         async with self._transaction() as db:
             await _update_task(db, task_id, change)
             if event is not None:
                 await _insert_event(db, event)
+        return event
 
     async def save_snapshots(self, snapshots: Iterable[SnapshotRow]) -> None:
         rows = [(s.downloaded_bytes, s.total_bytes, time.time(), s.task_id) for s in snapshots]
@@ -148,9 +149,10 @@ class SqliteStore(SqliteKeysAndSessions):
 
     # -- events ------------------------------------------------------------------------
 
-    async def insert_event(self, event: Event) -> None:
+    async def insert_event(self, event: Event) -> Event:
         async with self._transaction() as db:
             await _insert_event(db, event)
+        return event
 
     async def events_after(
         self,
