@@ -95,8 +95,8 @@ async def client(tmp_path: Path) -> AsyncIterator[Client]:
             await asyncio.to_thread(server.kill)
 
 
-def part_of(client: Client, task: Any) -> Path:
-    return client.server.data_dir / "downloads" / (task["filename"] + ".part")
+def part_of(client: Client, task: dict[str, Any]) -> Path:
+    return client.server.data_dir / "downloads" / f"{task['filename']}.part"
 
 
 def sha256_file(path: Path) -> str:
