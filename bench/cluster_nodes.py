@@ -143,7 +143,8 @@ async def _time_takeover(cluster: Cluster, origin: Origin) -> dict[str, float]:
     async def running() -> bool:
         nonlocal record
         record = await cluster[0].task(task_id)
-        return record["state"] == "downloading" and record["progress"]["downloaded_bytes"] > 0
+        downloaded: int = record["progress"]["downloaded_bytes"]
+        return record["state"] == "downloading" and downloaded > 0
 
     await eventually(running, 60)
     victim = cluster.by_name(record["node"])
