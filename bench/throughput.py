@@ -175,7 +175,7 @@ def make_files(root: Path, big_mb: int, small: int) -> None:
 # -- baselines ---------------------------------------------------------------------------
 
 
-def timed(run: Callable[[], Any]) -> float:
+def timed(run: Callable[[], object]) -> float:
     os.sync()  # the previous run's dirty pages must not slow this one
     started = time.perf_counter()
     run()

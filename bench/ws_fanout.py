@@ -66,6 +66,7 @@ import aiohttp
 from aiohttp import web
 
 from bench.soak import OriginThread
+from tests.origins import Origin
 from tests.serverproc import ServerProcess, create_key, free_port
 
 # One event's name and its seq: seq is the second-to-last key of every event on the wire,
@@ -303,7 +304,7 @@ class Api:
             after = page[-1]["seq"]
 
 
-async def pump_downloads(api: Api, origin_url: Any, args: argparse.Namespace) -> int:
+async def pump_downloads(api: Api, origin: Origin, args: argparse.Namespace) -> int:
     """Keep `--downloads` transfers running for `--seconds` (a few always pending), then wait
     for every one to finish."""
     submitted = 0
@@ -311,7 +312,7 @@ async def pump_downloads(api: Api, origin_url: Any, args: argparse.Namespace) ->
     while time.monotonic() < deadline:
         pending = await api.unfinished("pending")
         for _ in range(max(0, (args.downloads if submitted == 0 else 4) - pending)):
-            await api.submit(origin_url(size=args.size, rate=args.rate, seed=submitted))
+            await api.submit(origin.url(size=args.size, rate=args.rate, seed=submitted))
             submitted += 1
         await asyncio.sleep(0.2)
     finish_by = time.monotonic() + 120
@@ -439,7 +440,7 @@ class TreeServer(ServerProcess):
 
 
 async def run_once(
-    server_kind: str, clients: int, args: argparse.Namespace, work: Path, origin: Any
+    server_kind: str, clients: int, args: argparse.Namespace, work: Path, origin: Origin
 ) -> Run:
     name = f"{server_kind}-{clients}"
     rounds = sum(1 for _ in work.glob(f"{name}-*"))
@@ -481,7 +482,7 @@ async def run_once(
                 spy = await start_py_spy(fan_pid, out, args.seconds, args.profile_format)
             async with aiohttp.ClientSession() as session:
                 api = Api(session, server.base_url, key)
-                run.downloads = await pump_downloads(api, origin.url, args)
+                run.downloads = await pump_downloads(api, origin, args)
                 # The last batches are at most batch_ms away; give them time to arrive.
                 await asyncio.sleep(max(1.0, 4 * args.batch_ms / 1000))
                 run.seconds = time.monotonic() - started

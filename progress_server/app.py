@@ -33,6 +33,7 @@ from progress_server.looplag import LoopLagMonitor
 from progress_server.media import source as media_source
 from progress_server.metrics import Metrics
 from progress_server.netpolicy import PolicyResolver, policy_for
+from progress_server.node import NodeUnavailable, opened_node
 from progress_server.notifications.hooks import Hooks
 from progress_server.processing.build import build_pipeline
 from progress_server.processing.tools import detect_media_tools
@@ -40,12 +41,11 @@ from progress_server.scheduler import Scheduler
 from progress_server.sessions import SessionStore
 from progress_server.settings import Settings
 from progress_server.snapshots import SnapshotCache
-from progress_server.store import Store
-from progress_server.store.sqlite import SqliteStore
 from progress_server.web.auth import auth_middleware
 from progress_server.web.errors import error_middleware
 from progress_server.web.page import setup_templates
 from progress_server.web.routes import setup_routes
+from progress_server.web.sessions import session_middleware
 from progress_server.web.ws import close_sockets
 
 MAX_REQUEST_LINE = 32 * 1024
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware],
+        middlewares=[error_middleware, session_middleware, auth_middleware],
         client_max_size=settings.max_body_bytes,
         # A batch poll of 200 task ids is a 9 KB request line: past aiohttp's default 8190
         # bytes its parser would answer a plain-text 400 before our JSON errors could.
@@ -116,16 +116,6 @@ async def started(service: S) -> AsyncIterator[S]:
 
 
 @asynccontextmanager
-async def opened_store(settings: Settings) -> AsyncIterator[Store]:
-    store = SqliteStore(settings.db_path)
-    try:
-        await store.open()
-        yield store
-    finally:
-        await store.close()
-
-
-@asynccontextmanager
 async def opened_client_session(settings: Settings) -> AsyncIterator[aiohttp.ClientSession]:
     session = client_session(settings)
     try:
@@ -143,7 +133,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
         try:
             await open_resources(app, stack)
-        except OSError as exc:
+        except (OSError, NodeUnavailable) as exc:
             raise StartupError(f"could not start: {exc}") from exc
         yield
 
@@ -152,16 +142,19 @@ async def open_resources(app: web.Application, stack: AsyncExitStack) -> None:
     settings = app[SETTINGS]
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     loop_lag = app[LOOP_LAG] = LoopLagMonitor()
-    store = app[STORE] = await stack.enter_async_context(opened_store(settings))
-    bus = app[BUS] = EventBus(store, SnapshotCache())
-    await bus.start()
+    # Alone on SQLite, or one node of a cluster: the one place the two differ.
+    node = await stack.enter_async_context(opened_node(settings))
+    store = app[STORE] = node.store
+    bus = app[BUS] = EventBus(store, SnapshotCache(), node.log)
+    await stack.enter_async_context(started(bus))
     hub = app[WS_HUB] = Hub(bus, settings.ws_queue_limit)
     stack.push_async_callback(hub.stop)
     keyring = app[KEYRING] = await stack.enter_async_context(started(KeyRing(store)))
     # A revoked key's open sockets close at once, wherever the revocation came from.
     hub.watch_keys(keyring)
-    sessions = app[SESSIONS] = SessionStore(store)
-    await sessions.load()
+    app[SESSIONS] = await stack.enter_async_context(
+        started(SessionStore(store, shared=node.shared_sessions))
+    )
     session = await stack.enter_async_context(opened_client_session(settings))
     # Looked for once: a missing ffmpeg is warned about once, here, and requests are
     # checked against this answer.
@@ -175,10 +168,13 @@ async def open_resources(app: web.Application, stack: AsyncExitStack) -> None:
         bus,
         Downloader(settings, session),
         build_pipeline(settings, media_tools),
+        node.coordinator(bus),
     )
     app[QUERIES] = scheduler.queries
     await stack.enter_async_context(started(Hooks(settings, store, bus)))
-    metrics = app[METRICS] = Metrics(scheduler, bus, store, loop_lag=loop_lag, sockets=hub)
+    metrics = app[METRICS] = Metrics(
+        scheduler, bus, store, loop_lag=loop_lag, sockets=hub, node=node.label
+    )
     metrics.start()
     stack.callback(metrics.stop)
     await stack.enter_async_context(started(scheduler))

@@ -85,6 +85,9 @@ def setting_option(name: str) -> Callable[[Callable[..., Any]], Callable[..., An
         # default, which is no value one could type (a tuple, None).
         kwargs["default"] = setting.default
         kwargs["show_default"] = setting.default is not None and hint is not bool
+    if how.default_text and setting.default_factory is MISSING:
+        # A default decided at start-up (from other settings): said in words.
+        kwargs["show_default"] = how.default_text
     if how.repeatable:
         kwargs["multiple"] = True
     if how.parse is not None:
@@ -101,6 +104,7 @@ def serve_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 data_dir_option = setting_option("data_dir")
+database_option = setting_option("database")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -113,6 +117,8 @@ def main() -> None:
 @serve_options
 def serve(**options: Any) -> None:
     """Run the server until SIGTERM or Ctrl-C."""
+    from urllib.parse import urlsplit
+
     from aiohttp import web
 
     from progress_server import logs
@@ -120,7 +126,9 @@ def serve(**options: Any) -> None:
     from progress_server.datalock import DataDirBusy, DataDirLock
 
     settings = Settings(**options)
-    logs.configure(settings.log_format, secrets=[settings.webhook_secret])
+    # A database password must never reach a log line, whatever prints the URL.
+    database_password = urlsplit(settings.database).password if settings.database else None
+    logs.configure(settings.log_format, secrets=[settings.webhook_secret, database_password])
     log = logging.getLogger("progress_server")
     # Before anything is opened: a second server must not run recovery on a live one's tasks.
     lock = DataDirLock(settings.data_dir)
@@ -150,25 +158,28 @@ def keys() -> None:
     """Create, list and revoke API keys (stored hashed)."""
 
 
-def _with_store(data_dir: Path, action: Any) -> Any:
-    from progress_server.store.sqlite import SqliteStore
+def _with_store(data_dir: Path, database: str | None, action: Any) -> Any:
+    """Run `action(store)` on the server's store: SQLite in DATA_DIR, or the cluster's
+    PostgreSQL database with --database."""
+    from progress_server.node import NodeUnavailable, opened_node
 
     async def run() -> Any:
-        store = SqliteStore(Settings(data_dir=data_dir).db_path)
-        await store.open()
-        try:
-            return await action(store)
-        finally:
-            await store.close()
+        settings = Settings(data_dir=data_dir, database=database)
+        async with opened_node(settings, serving=False) as node:
+            return await action(node.store)
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except NodeUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @keys.command("create")
 @click.argument("name")
 @data_dir_option
+@database_option
 @click.option("--admin", is_flag=True, help="The key sees and controls every task.")
-def keys_create(name: str, data_dir: Path, admin: bool) -> None:
+def keys_create(name: str, data_dir: Path, database: str | None, admin: bool) -> None:
     """Create a key called NAME and print it (the last line of output)."""
     from progress_server.auth import generate_key, hash_key
 
@@ -180,19 +191,20 @@ def keys_create(name: str, data_dir: Path, admin: bool) -> None:
             raise click.ClickException(f"a key called {name!r} already exists")
         await store.create_key(name, hash_key(key), admin)
 
-    _with_store(data_dir, create)
+    _with_store(data_dir, database, create)
     click.echo(f"Created {'admin ' if admin else ''}key {name!r}. It is shown only once:", err=True)
     click.echo(key)
 
 
 @keys.command("list")
 @data_dir_option
+@database_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def keys_list(data_dir: Path, as_json: bool) -> None:
+def keys_list(data_dir: Path, database: str | None, as_json: bool) -> None:
     """List keys (names and dates, never the keys themselves)."""
     from progress_server.models import iso_utc
 
-    rows = _with_store(data_dir, lambda store: store.list_keys())
+    rows = _with_store(data_dir, database, lambda store: store.list_keys())
     entries = [
         {
             "name": row.name,
@@ -214,9 +226,11 @@ def keys_list(data_dir: Path, as_json: bool) -> None:
 @keys.command("revoke")
 @click.argument("name")
 @data_dir_option
-def keys_revoke(name: str, data_dir: Path) -> None:
-    """Revoke the key called NAME; it stops working at once."""
-    if not _with_store(data_dir, lambda store: store.revoke_key(name)):
+@database_option
+def keys_revoke(name: str, data_dir: Path, database: str | None) -> None:
+    """Revoke the key called NAME; it stops working at once (on every node of a cluster
+    within a second)."""
+    if not _with_store(data_dir, database, lambda store: store.revoke_key(name)):
         raise click.ClickException(f"no active key called {name!r}")
     click.echo(f"Revoked key {name!r}.")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from progress_server import filenames
 from progress_server.models import JSON, Task
-from progress_server.store import Store
+from progress_server.store import FilenameTaken, Store
 
 # A transcode's hidden scratch output: named after the task, so a stopped or crashed
 # transcode never leaves a half-written file under a real name, and its leftovers are found.
@@ -125,12 +125,19 @@ class DownloadsDir:
 
     async def claim_for_new(self, wanted: str, record: Callable[[str], Awaitable[None]]) -> str:
         """Pick a free name for a task not stored yet; `record(name)` stores the task with it
-        while the name is held, so no other claim can pick the same name meanwhile."""
+        while the name is held, so no other claim here can pick the same name meanwhile.
+        Another node may have stored it a moment ago (FilenameTaken): the next one is tried."""
         async with self._lock:
-            name = await self._free_name(wanted, set())
-            with self._holding(name):
-                await record(name)
-            return name
+            refused: set[str] = set()
+            while True:
+                name = await self._free_name(wanted, refused)
+                try:
+                    with self._holding(name):
+                        await record(name)
+                except FilenameTaken:
+                    refused.add(name)
+                    continue
+                return name
 
     async def claim(self, task_id: str, wanted: str) -> str:
         """Give a stored task a free name, `wanted` or a numbered variant of it.

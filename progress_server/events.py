@@ -1,5 +1,10 @@
-"""EventBus: hands out `seq`, persists lifecycle events before anyone hears of them, updates
-the polling snapshot, then fans out to subscribers.
+"""EventBus: publishes every event through its log, which gives it a `seq`, persists lifecycle
+events before anyone hears of them and brings each event back, in seq order, to update the
+polling snapshot and fan out to subscribers.
+
+The log is a seam. On SQLite (`LocalLog`) the bus hands out seqs itself and delivers each
+event at once. In cluster mode (progress_server.cluster.buslog) the database gives the seq
+and every node, the writer included, delivers what it reads back from the shared log.
 
 Subscribers are plain callables that must not block: each WebSocket puts the event in its
 own bounded queue and its own sender task does the slow part, so a slow client can never
@@ -9,9 +14,11 @@ hold up the publisher.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from progress_server.models import JSON, Event, EventName, Progress, TaskState
 from progress_server.snapshots import SnapshotCache, outcome_of
@@ -20,55 +27,124 @@ from progress_server.store import Store
 log = logging.getLogger(__name__)
 
 Subscriber = Callable[[Event], None]
-Persist = Callable[[Event], Awaitable[None]]
+# Stores an event (with whatever task change it tells of); returns it as stored, with the
+# store's seq when the store gives seqs.
+Persist = Callable[[Event], Awaitable[Event]]
+# How a log hands an event back to the bus: in seq order, with its progress figures if any.
+Deliver = Callable[[Event, Progress | None], None]
 
 # seq values are reserved in the store this many at a time, so progress events (which are not
 # stored one by one) still never reuse a seq after a crash.
 SEQ_BLOCK = 10_000
 
 
-class EventBus:
-    def __init__(self, store: Store, snapshots: SnapshotCache) -> None:
+class EventLog(Protocol):
+    """Where the bus's events get their seq, and how they come back to be delivered."""
+
+    @property
+    def last_seq(self) -> int:
+        """The highest seq delivered: every stored event up to it is in the store."""
+
+    async def start(self, deliver: Deliver) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def append(
+        self, draft: Event, persist: Persist | None, progress: Progress | None
+    ) -> Event:
+        """Give `draft` its seq, persist it when `persist` is given, and return it once it
+        was delivered. An event not persisted comes with its progress figures and may
+        return before it is delivered."""
+
+
+class LocalLog:
+    """One process owns the log: seqs from blocks reserved in the store, each event
+    delivered once it is persisted and every event before it was delivered.
+
+    The lock orders seq assignment only. Persisting runs outside it, so the store can
+    group-commit every lifecycle event of the moment (many tasks' events share a commit);
+    delivery waits its turn (`_InOrder`), so subscribers still see events in seq order,
+    which is what makes replay-then-live gapless."""
+
+    def __init__(self, store: Store) -> None:
         self._store = store
-        self.snapshots = snapshots
-        self._subscribers: list[Subscriber] = []
-        # The lock orders seq assignment only. Persisting runs outside it, so the store can
-        # group-commit every lifecycle event of the moment; delivery waits its turn (see
-        # _InOrder), so subscribers still see events in seq order, which is what makes
-        # replay-then-live gapless.
         self._lock = asyncio.Lock()
         self._next_seq = 1
         self._reserved = 0
+        self._deliver: Deliver | None = None
         self._in_order = _InOrder(1)
-        self.published = 0
-        self.persisted = 0
 
-    async def start(self) -> None:
+    @property
+    def last_seq(self) -> int:
+        return self._in_order.delivered
+
+    async def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
         reserved = await self._store.seq_reserved()
         stored = await self._store.max_event_seq()
         self._next_seq = max(reserved, stored) + 1
-        self._reserved = self._next_seq - 1
         self._in_order = _InOrder(self._next_seq)
         await self._reserve()
+
+    async def stop(self) -> None:
+        self._deliver = None
 
     async def _reserve(self) -> None:
         self._reserved = self._next_seq - 1 + SEQ_BLOCK
         await self._store.reserve_seq(self._reserved)
 
+    async def append(
+        self, draft: Event, persist: Persist | None, progress: Progress | None
+    ) -> Event:
+        async with self._lock:
+            if self._next_seq > self._reserved:
+                await self._reserve()
+            event = dataclasses.replace(draft, seq=self._next_seq)
+            self._next_seq += 1
+        delivered = self._in_order.ticket(event.seq)
+        try:
+            if persist is not None:
+                event = await persist(event)
+        except BaseException:
+            # Never stored, never heard of: its seq stays unused, later events go on.
+            self._in_order.done(event.seq, None)
+            raise
+        deliver = self._deliver
+        assert deliver is not None, "the log is not started"
+        stored = event
+        self._in_order.done(stored.seq, lambda: deliver(stored, progress))
+        await delivered
+        return stored
+
+
+class EventBus:
+    def __init__(self, store: Store, snapshots: SnapshotCache, log: EventLog | None = None) -> None:
+        self._store = store
+        self.snapshots = snapshots
+        self._log: EventLog = log or LocalLog(store)
+        self._subscribers: list[Subscriber] = []
+        self._own_subscribers: list[Subscriber] = []
+        self.published = 0
+        self.persisted = 0
+
+    async def start(self) -> None:
+        await self._log.start(self._deliver)
+
+    async def stop(self) -> None:
+        await self._log.stop()
+
     @property
     def last_seq(self) -> int:
-        """The last seq delivered: every event up to it is stored (if it is stored at all)
-        and has reached the snapshots and subscribers."""
-        return self._in_order.delivered
+        return self._log.last_seq
 
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
-        self._subscribers.append(subscriber)
+        """Hear every event, in seq order, whichever node published it."""
+        return _subscribe(self._subscribers, subscriber)
 
-        def unsubscribe() -> None:
-            if subscriber in self._subscribers:
-                self._subscribers.remove(subscriber)
-
-        return unsubscribe
+    def subscribe_own(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Hear the events this process published, once each has been delivered: what a
+        node must act on once in a cluster (hooks), or count as its own work (metrics)."""
+        return _subscribe(self._own_subscribers, subscriber)
 
     async def publish(
         self,
@@ -82,32 +158,24 @@ class EventBus:
         persist: Persist | None = None,
     ) -> Event:
         """Publish one event. With `persist`, it is stored (by that callable, together with
-        whatever task change it describes) before the snapshot or any subscriber sees it.
-        Returns once it was delivered, after every event of a lower seq."""
-        async with self._lock:
-            if self._next_seq > self._reserved:
-                await self._reserve()
-            event = Event(
-                seq=self._next_seq,
-                name=name,
-                task_id=task_id,
-                owner_key_id=owner_key_id,
-                state=state,
-                timestamp=time.time(),
-                body=body or {},
-            )
-            self._next_seq += 1
-        delivered = self._in_order.ticket(event.seq)
-        try:
-            if persist is not None:
-                await persist(event)
-                self.persisted += 1
-        except BaseException:
-            # Never stored, never heard of: its seq stays unused, later events go on.
-            self._in_order.done(event.seq, None)
-            raise
-        self._in_order.done(event.seq, lambda: self._deliver(event, progress))
-        await delivered
+        whatever task change it describes) before the snapshot or any subscriber sees it."""
+        draft = Event(
+            seq=0,
+            name=name,
+            task_id=task_id,
+            owner_key_id=owner_key_id,
+            state=state,
+            timestamp=time.time(),
+            body=body or {},
+        )
+        if progress is None and persist is None:
+            # Not stored: the event travels with the figures it was published with.
+            progress = self._current_progress(task_id)
+        event = await self._log.append(draft, persist, progress)
+        if persist is not None:
+            self.persisted += 1
+        for subscriber in list(self._own_subscribers):
+            _tell(subscriber, event)
         return event
 
     def show_progress(self, task_id: str, progress: Progress) -> None:
@@ -118,6 +186,10 @@ class EventBus:
             self.snapshots.update(
                 task_id, current.owner_key_id, current.state, progress, time.time()
             )
+
+    def _current_progress(self, task_id: str) -> Progress:
+        current = self.snapshots.get(task_id)
+        return current.progress if current else Progress()
 
     def _deliver(self, event: Event, progress: Progress | None) -> None:
         current = self.snapshots.get(event.task_id)
@@ -134,10 +206,7 @@ class EventBus:
             )
         self.published += 1
         for subscriber in list(self._subscribers):
-            try:
-                subscriber(event)
-            except Exception:  # a broken subscriber must not stop the others
-                log.exception("event subscriber failed")
+            _tell(subscriber, event)
 
     async def history(
         self,
@@ -151,6 +220,23 @@ class EventBus:
         return await self._store.events_after(
             after_seq, task_ids=task_ids, owner_key_id=owner_key_id, limit=limit
         )
+
+
+def _subscribe(subscribers: list[Subscriber], subscriber: Subscriber) -> Callable[[], None]:
+    subscribers.append(subscriber)
+
+    def unsubscribe() -> None:
+        if subscriber in subscribers:
+            subscribers.remove(subscriber)
+
+    return unsubscribe
+
+
+def _tell(subscriber: Subscriber, event: Event) -> None:
+    try:
+        subscriber(event)
+    except Exception:  # a broken subscriber must not stop the others
+        log.exception("event subscriber failed")
 
 
 class _InOrder:

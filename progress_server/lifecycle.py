@@ -10,9 +10,10 @@ import time
 from urllib.parse import urlsplit
 
 from progress_server import transitions
+from progress_server.coordination import RunLease, TaskWrites
 from progress_server.events import EventBus
 from progress_server.models import JSON, Event, EventName, Progress, Task, TaskState
-from progress_server.store import Store, TaskChange
+from progress_server.store import TaskChange
 
 log = logging.getLogger("progress_server.tasks")
 
@@ -21,9 +22,9 @@ _LOGGED_MESSAGE_CHARS = 500
 
 
 class TaskLifecycle:
-    def __init__(self, store: Store, bus: EventBus) -> None:
-        self._store = store
+    def __init__(self, bus: EventBus, writes: TaskWrites) -> None:
         self._bus = bus
+        self._writes = writes
 
     async def transition(
         self,
@@ -34,9 +35,12 @@ class TaskLifecycle:
         *,
         progress: Progress | None = None,
         change: TaskChange | None = None,
+        lease: RunLease | None = None,
     ) -> None:
         """Persist a task change with its event, then tell everyone; never half-done.
 
+        A run's change comes with its `lease` (the write is fenced by it: LeaseLost when
+        the task is no longer the run's); a user's action comes without one.
         Refused (Conflict) before anything is written when the table does not let `state`
         follow the task's state. Shielded: a cancel arriving mid-write must not leave the
         database and the in-memory task disagreeing about what happened.
@@ -44,8 +48,8 @@ class TaskLifecycle:
         transitions.check(task.state, state)
         full = dataclasses.replace(change or TaskChange(), state=state, updated_at=time.time())
 
-        async def persist(event: Event) -> None:
-            await self._store.record_transition(event, task.task_id, full)
+        async def persist(event: Event) -> Event:
+            return await self._writes.transition(task, event, full, lease)
 
         async def publish() -> None:
             await self._bus.publish(
@@ -64,10 +68,10 @@ class TaskLifecycle:
 
         await asyncio.shield(publish())
 
-    async def update(self, task: Task, change: TaskChange) -> None:
+    async def update(self, task: Task, change: TaskChange, lease: RunLease | None = None) -> None:
         """Store facts about a task that change no state and tell no one (a transfer's
         validators and size as the origin answered)."""
-        await self._store.update_task(task.task_id, change)
+        await self._writes.update(task, change, lease)
         change.apply_to(task)
 
 

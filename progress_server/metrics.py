@@ -1,8 +1,12 @@
 """Prometheus metrics, one registry per app (nothing global, so tests can run many apps).
 
 Most figures are read from their owners at scrape time (the scheduler, the event bus, the
-loop-lag monitor, the WebSocket hub); the few that are flows are counted from the event
-stream, the same stream every other consumer sees, so metrics cannot disagree with it.
+loop-lag monitor, the WebSocket hub); the few that are flows are counted from the events
+this server published, so metrics cannot disagree with them.
+
+In cluster mode every node has its own /metrics: the flows count this node's work only, the
+task counts are the cluster's (every node sees every task), and every sample carries a
+`node` label so figures scraped from several nodes stay apart.
 """
 
 from __future__ import annotations
@@ -56,12 +60,14 @@ class Metrics:
         store: Store,
         loop_lag: LoopLag | None = None,
         sockets: SocketStats | None = None,
+        node: str | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.bus = bus
         self.store = store
         self.loop_lag = loop_lag
         self.sockets = sockets
+        self.node = node
         self.registry = CollectorRegistry(auto_describe=False)
         self.bytes_downloaded = 0
         self.retries: Counter[str] = Counter()
@@ -70,26 +76,29 @@ class Metrics:
         # time (or restarted from zero) sets its base without counting, so bytes that a
         # previous run of the server fetched are not counted twice.
         self._last_bytes: dict[str, int] = {}
-        self.write_seconds = Histogram(
+        histogram = Histogram(
             _PREFIX + "sqlite_write_seconds",
             "Seconds from a SQLite write's request to its commit (writes ready together "
             "share one group commit).",
+            labelnames=["node"] if node else [],
             buckets=_WRITE_BUCKETS,
             registry=self.registry,
         )
+        self.write_seconds = histogram.labels(node=node) if node else histogram
+        self._observe = self.write_seconds.observe
         self.registry.register(_Collector(self))
         self._unsubscribe: Callable[[], None] | None = None
 
     def start(self) -> None:
-        self._unsubscribe = self.bus.subscribe(self._on_event)
-        self.store.write_observers.append(self.write_seconds.observe)
+        self._unsubscribe = self.bus.subscribe_own(self._on_event)
+        self.store.write_observers.append(self._observe)
 
     def stop(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        if self.write_seconds.observe in self.store.write_observers:
-            self.store.write_observers.remove(self.write_seconds.observe)
+        if self._observe in self.store.write_observers:
+            self.store.write_observers.remove(self._observe)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -123,6 +132,16 @@ class _Collector(Collector):
         self.m = metrics
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        node = self.m.node
+        for family in self._families():
+            if node:
+                family.samples = [
+                    sample._replace(labels={"node": node, **sample.labels})
+                    for sample in family.samples
+                ]
+            yield family
+
+    def _families(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         m = self.m
         by_state = GaugeMetricFamily(
             _PREFIX + "tasks", "Tasks by state.", labels=["state"]

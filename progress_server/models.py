@@ -152,7 +152,7 @@ TASK_RECORD_KEYS = (
     "created_at",
     "updated_at",
 )
-TASK_RECORD_OPTIONAL_KEYS = ("sha256", "options")
+TASK_RECORD_OPTIONAL_KEYS = ("sha256", "options", "node")
 # *extra* keys of a download under way, from the task's run (CONTRACT.md,
 # "Segmented downloads"): `connections` open now; `segments` of a split download.
 TASK_RECORD_LIVE_KEYS = ("connections", "segments")
@@ -195,6 +195,11 @@ class Task:
     playlist_index: int | None = None
     # A playlist's parent: its entries' task ids in playlist order (None: not a playlist).
     entries: list[str] | None = None
+    # Cluster mode: the node running the task now (None when none). Only a task read from
+    # a cluster's database is `clustered`, and only its record names the node.
+    # Not compared: where a task runs says nothing about what it is.
+    node: str | None = field(default=None, compare=False)
+    clustered: bool = field(default=False, compare=False)
 
     @property
     def is_media(self) -> bool:
@@ -227,6 +232,8 @@ class Task:
             record["sha256"] = self.sha256
         if self.options:
             record["options"] = self.options
+        if self.clustered:
+            record["node"] = self.node
         if self.is_media:
             record["source"] = self.source
         if self.parent_id is not None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from progress_server.media.results import PlaylistEntry
-from progress_server.models import MEDIA_SOURCE, EventName, Progress, Task, TaskState
+from progress_server.models import MEDIA_SOURCE, Event, EventName, Progress, Task, TaskState
 from progress_server.transitions import NEXT_STATES
 
 _RUNNING = frozenset({TaskState.PENDING, TaskState.DOWNLOADING})
@@ -139,3 +139,15 @@ def combined_progress(entries: Sequence[EntryFigures], floor: float) -> tuple[Pr
         total = max(downloaded, int(downloaded / floor))
     fraction = downloaded / total if total else 0.0
     return Progress(downloaded, total, speed), max(floor, min(fraction, 1.0))
+
+
+def memberships(event: Event) -> list[tuple[str, str]]:
+    """The (entry, parent) pairs an event tells of: an entry's queued event names its
+    parent, a parent's started event lists its entries."""
+    parent = event.body.get("parent_id") if event.name is EventName.QUEUED else None
+    if isinstance(parent, str):
+        return [(event.task_id, parent)]
+    entries = event.body.get("entries") if event.name is EventName.STARTED else None
+    if isinstance(entries, list):
+        return [(str(entry), event.task_id) for entry in entries]
+    return []

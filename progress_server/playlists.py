@@ -7,6 +7,8 @@ From then on the parent has no run: it follows its entries' events, taking the s
 playlist_rules decides through the transition table's own steps, and showing one combined
 progress. The user's actions on the parent act on its entries (cancelling it cancels the
 unfinished ones). Everything is stored the way any task is, so it all survives kill -9.
+In a cluster any node may settle a parent, one at a time (the coordinator's `exclusive`),
+each from the parent as stored: a step is taken once, whichever node takes it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from progress_server import filenames
@@ -41,6 +44,7 @@ from progress_server.playlist_rules import (
     EntryFigures,
     combined_progress,
     entry_task_id,
+    memberships,
     new_entry,
     playlist_state,
     steps_to,
@@ -69,8 +73,10 @@ class Playlists:
         lifecycle: TaskLifecycle,
         interval: float,
         entries: EntryActions,
+        exclusive: Callable[[str], AbstractAsyncContextManager[None]] | None = None,
     ) -> None:
         self._store = store
+        self._exclusive = exclusive or (lambda _name: contextlib.nullcontext())
         self._bus = bus
         self._lifecycle = lifecycle
         self._interval = interval
@@ -148,8 +154,8 @@ class Playlists:
     async def _create_entry(self, parent: Task, entry: PlaylistEntry, task_id: str) -> None:
         task = new_entry(parent, entry, task_id, time.time())
 
-        async def insert(event: Event) -> None:
-            await self._store.insert_task(task, None, event)
+        async def insert(event: Event) -> Event:
+            return await self._store.insert_task(task, None, event)
 
         await self._bus.publish(
             EventName.QUEUED,
@@ -166,6 +172,10 @@ class Playlists:
     # -- following the entries ---------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
+        # The playlist may have been made on another node: its events say what belongs.
+        for entry_id, named in memberships(event):
+            self._parent_of.setdefault(entry_id, named)
+            self._mark(named)
         parent_id = self._parent_of.get(event.task_id)
         if parent_id is not None:
             self._mark(parent_id)
@@ -200,10 +210,25 @@ class Playlists:
 
     async def settle(self, parent_id: str) -> None:
         """Bring the parent to the state and progress its entries make now."""
-        async with self._locks[parent_id]:
-            parent = self._parents.get(parent_id)
+        async with self._locks[parent_id], self._exclusive(f"playlist {parent_id}"):
+            parent = await self._as_stored(parent_id)
             if parent is not None:
                 await self._settle(parent)
+
+    async def _as_stored(self, parent_id: str) -> Task | None:
+        """The parent's own copy, made to say what the store says (in a cluster another
+        node may have moved it on, or made it)."""
+        stored = await self._store.get_task(parent_id)
+        if stored is None or stored.entries is None:
+            if stored is None:
+                self._parents.pop(parent_id, None)
+            return self._parents.get(parent_id)
+        parent = self._parents.setdefault(parent_id, stored)
+        for field in dataclasses.fields(stored):
+            setattr(parent, field.name, getattr(stored, field.name))
+        for entry_id in stored.entries:
+            self._parent_of.setdefault(entry_id, parent_id)
+        return parent
 
     async def _settle(self, parent: Task) -> None:
         figures = self._figures(parent)

@@ -2,7 +2,9 @@
 its processing steps report to.
 
 The scheduler decides when a run starts and stops; the run decides nothing about other tasks.
-Every state change it makes goes through TaskLifecycle, so the transition table sees it.
+Every state change it makes goes through TaskLifecycle, so the transition table sees it, and
+carries the run's lease: in a cluster a run whose task was taken over (LeaseLost) stops at
+once, writing nothing more, not even bytes to the `.part` file.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from progress_server import filenames
+from progress_server.coordination import NO_LEASE, LeaseLost, RunLease
 from progress_server.downloads_dir import DownloadsDir
 from progress_server.engine import Downloader, DownloadError
 from progress_server.events import EventBus
@@ -47,6 +50,8 @@ class StopReason(enum.Enum):
     PAUSE = "pause"
     DELETE = "delete"
     SHUTDOWN = "shutdown"
+    # The task is no longer this node's (cluster mode): stop without writing anything.
+    LEASE_LOST = "lease lost"
 
 
 @dataclass(frozen=True)
@@ -63,9 +68,16 @@ class RunContext:
 
 
 class TaskRun:
-    def __init__(self, task: Task, ctx: RunContext, free_slot: Callable[[TaskRun], None]) -> None:
+    def __init__(
+        self,
+        task: Task,
+        ctx: RunContext,
+        free_slot: Callable[[TaskRun], None],
+        lease: RunLease = NO_LEASE,
+    ) -> None:
         self.task = task
         self.ctx = ctx
+        self.lease = lease
         # Called once the download part is over, so the next task may start downloading.
         self._free_slot = free_slot
         self.tracker = ProgressTracker(
@@ -116,6 +128,13 @@ class TaskRun:
     # -- the run -----------------------------------------------------------------------
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        except LeaseLost:
+            # Also from the write telling of a failure: nothing of this run may be written.
+            log.info("task %s: stopped, this node no longer holds it", self.task.task_id)
+
+    async def _run(self) -> None:
         task = self.task
         try:
             if task.is_media:
@@ -129,6 +148,8 @@ class TaskRun:
             if self.stop_reason is None:
                 raise
             log.debug("task %s stopped: %s", task.task_id, self.stop_reason.value)
+        except LeaseLost:
+            raise
         except DownloadError as error:
             await self._fail(error.error_type, error.message, error.status, error.attempt)
         except ProcessingError as error:
@@ -151,6 +172,7 @@ class TaskRun:
             EventName.STARTED,
             TaskState.DOWNLOADING,
             change=TaskChange(attempts=task.attempts + 1),
+            lease=self.lease,
         )
         try:
             outcome = await self.ctx.downloader.download(task, self)
@@ -161,12 +183,11 @@ class TaskRun:
         if self.tracker.total_bytes is None:
             self.tracker.total_bytes = outcome.size
         task.total_bytes = outcome.size
-        # The last progress event before completion shows 100 %; the file is placed
-        # meanwhile (that frame may have to keep the interval's spacing).
-        _, final = await asyncio.gather(
-            self.emit_progress(force=True),
-            downloads.place_download(outcome.part_path, task.filename),
-        )
+        # The last progress event before completion shows 100 %.
+        await self.emit_progress(force=True)
+        # Only a run that provably still holds the task may give its file the final name.
+        await self.lease.confirm()
+        final = await downloads.place_download(outcome.part_path, task.filename)
         return final, outcome.sha256
 
     async def _processing_phase(self, path: Path, digest: str | None) -> None:
@@ -179,6 +200,7 @@ class TaskRun:
                 TaskState.PROCESSING,
                 progress=Progress(size, size),
                 change=TaskChange(downloaded_bytes=size, total_bytes=size),
+                lease=self.lease,
             )
         # Only now: a slot freed earlier would let the next task show `downloading` while
         # this one still does, more at once than --max-concurrent says.
@@ -193,6 +215,7 @@ class TaskRun:
             body,
             progress=Progress(size, size),
             change=TaskChange(filename=done.path.name, result=body["result"], error=None),
+            lease=self.lease,
         )
 
     async def _fail(
@@ -216,6 +239,7 @@ class TaskRun:
             TaskState.FAILED,
             body,
             change=TaskChange(error=body["error"], downloaded_bytes=self.task.downloaded_bytes),
+            lease=self.lease,
         )
 
     # -- TransferObserver --------------------------------------------------------------
@@ -239,7 +263,9 @@ class TaskRun:
         # costs a resume its validator, so the download starts over); waited for before
         # the task's next transition, which it thus always precedes.
         await self._stored_facts()
-        self._facts = asyncio.ensure_future(self.ctx.lifecycle.update(self.task, change))
+        self._facts = asyncio.ensure_future(
+            self.ctx.lifecycle.update(self.task, change, self.lease)
+        )
         # The first frame comes one interval from now, like every other, or as the final
         # 100 % frame if the file is done before: a file fetched in a blink then has one
         # progress frame and does not wait out an interval after a 0 % one.
@@ -259,7 +285,11 @@ class TaskRun:
             EventName.STARTED,
             TaskState.DOWNLOADING,
             {"restarted_from_zero": True, "reason": reason},
+            lease=self.lease,
         )
+
+    def check_may_write(self) -> None:
+        self.lease.check()
 
     async def received(self, nbytes: int) -> None:
         tracker = self.tracker
@@ -295,6 +325,7 @@ class TaskRun:
             TaskState.DOWNLOADING,
             body,
             change=TaskChange(attempts=self.task.attempts + 1),
+            lease=self.lease,
         )
 
     # -- TaskHost (processing steps) ---------------------------------------------------
@@ -315,6 +346,7 @@ class TaskRun:
         await self._publish(EventName.PROCESSING, TaskState.PROCESSING, {"processing": report})
 
     async def place_output(self, scratch: Path, wanted: str) -> Path:
+        await self.lease.confirm()
         return await self.ctx.downloads.place_output(scratch, wanted)
 
     # -- progress ----------------------------------------------------------------------
@@ -359,6 +391,9 @@ class TaskRun:
         self, name: EventName, state: TaskState, body: JSON, progress: Progress | None = None
     ) -> None:
         """A live event that changes no state and is not stored one by one (progress)."""
+        # Not fenced by the database (progress is not stored): a run that lost its task
+        # must not tell of bytes it no longer fetches.
+        self.lease.check()
         task = self.task
         await self.ctx.bus.publish(
             name, task.task_id, task.owner_key_id, state, body, progress=progress

@@ -1,9 +1,11 @@
-"""Who runs when: the queue, concurrency limits, submission, the user's actions
-(pause, resume, cancel, retry, delete) and recovery after a restart.
+"""Who runs when: submission, the user's actions (pause, resume, cancel, retry, delete),
+this server's runs, and recovery after a restart.
 
-Each task runs as a TaskRun (runner.py); every state change goes through TaskLifecycle,
-which checks it against the transition table (transitions.py) and persists it with its
-event before anyone is told. The actions refuse with domain errors (errors.py).
+Which task runs next is the Coordinator's to say (coordination.py: an in-memory queue on
+SQLite; claims from the shared queue in cluster mode). Each task runs as a TaskRun
+(runner.py); every state change goes through TaskLifecycle, which checks it against the
+transition table (transitions.py) and persists it with its event before anyone is told.
+The actions refuse with domain errors (errors.py).
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import Counter
 
 from progress_server import transitions
+from progress_server.coordination import Coordinator, LeaseLost, LocalCoordinator, RunLease
 from progress_server.downloads_dir import DownloadsDir
 from progress_server.engine import Downloader
 from progress_server.errors import Conflict, IdempotencyConflict, ShuttingDown
@@ -38,7 +40,7 @@ from progress_server.processing import Pipeline
 from progress_server.queries import TaskQueries
 from progress_server.runner import RunContext, StopReason, TaskRun
 from progress_server.settings import Settings
-from progress_server.store import Store, TaskChange
+from progress_server.store import DuplicateSubmission, Store, TaskChange
 
 log = logging.getLogger("progress_server.tasks")
 
@@ -55,22 +57,25 @@ class Scheduler:
         bus: EventBus,
         downloader: Downloader,
         pipeline: Pipeline,
+        coordinator: Coordinator | None = None,
     ) -> None:
         self.settings = settings
         self._store = store
         self._bus = bus
         self._downloader = downloader
+        # Which task runs here next: an in-memory queue, or claims in a cluster.
+        self.coordinator = coordinator or LocalCoordinator(settings, store)
         self.downloads = DownloadsDir(settings.downloads_dir, store)
-        self.lifecycle = TaskLifecycle(store, bus)
+        self.lifecycle = TaskLifecycle(bus, self.coordinator.writes)
         self.queries = TaskQueries(store, bus, self.downloads, self._transfer_view)
-        self.playlists = Playlists(store, bus, self.lifecycle, settings.progress_interval, self)
+        self.playlists = Playlists(
+            store, bus, self.lifecycle, settings.progress_interval, self, self.coordinator.exclusive
+        )
         self._run_context = RunContext(
             settings, self.lifecycle, bus, downloader, pipeline, self.downloads, self.playlists
         )
         self.accepting = False
         self._running: dict[str, TaskRun] = {}
-        self._pending: dict[str, Task] = {}
-        self._hosts: Counter[str] = Counter()
         # Two requests carrying one Idempotency-Key at once must get one task.
         self._submit_lock = asyncio.Lock()
         self._background: list[asyncio.Task[None]] = []
@@ -79,6 +84,7 @@ class Scheduler:
 
     async def start(self) -> None:
         self.downloads.create()
+        unfinished = []
         after = 0
         while batch := await self._store.list_tasks(None, limit=1000, after_order=after):
             for task in batch:
@@ -86,17 +92,19 @@ class Scheduler:
                 self.playlists.load(task)
                 # A playlist's parent has no run of its own: it follows its entries.
                 if task.state.is_active and not task.is_playlist:
-                    await self._recover(task)
+                    unfinished.append(task)
             after = batch[-1].order
+        await self.coordinator.start(self, unfinished)
         self._background = [
             asyncio.create_task(self._tick_progress(), name="progress-ticker"),
             asyncio.create_task(self._flush_snapshots(), name="snapshot-flusher"),
         ]
         await self.playlists.start()
         self.accepting = True
-        self._pump()
+        self.coordinator.wake()
 
-    async def _recover(self, task: Task) -> None:
+    async def recover(self, task: Task) -> Task:
+        """An unfinished task found at start-up, made ready to run again."""
         if self.downloads.has_part(task):
             task.downloaded_bytes = await self._kept_bytes(task)
         if task.state is TaskState.PROCESSING:
@@ -110,7 +118,7 @@ class Scheduler:
                 progress=Progress(task.downloaded_bytes, task.total_bytes),
                 change=TaskChange(downloaded_bytes=task.downloaded_bytes),
             )
-        self._pending[task.task_id] = task
+        return task
 
     async def stop(self) -> None:
         """Stop all work, keeping every task's state for the next start."""
@@ -123,9 +131,7 @@ class Scheduler:
                 await job
         runs = list(self._running.values())
         await asyncio.gather(*(run.stop(StopReason.SHUTDOWN) for run in runs))
-        await self._store.save_snapshots(
-            run.snapshot_row() for run in runs if run.task.state is TaskState.DOWNLOADING
-        )
+        await self.coordinator.stop(runs)
 
     # -- submission --------------------------------------------------------------------
 
@@ -150,8 +156,8 @@ class Scheduler:
             new.source, new.url, task.options.get("format")
         )
 
-        async def insert(event: Event) -> None:
-            await self._store.insert_task(task, new.idempotency_key, event)
+        async def insert(event: Event) -> Event:
+            return await self.coordinator.writes.insert(task, new.idempotency_key, event)
 
         async def publish_queued(filename: str | None = None) -> None:
             task.filename = filename
@@ -169,24 +175,23 @@ class Scheduler:
             # Looked up under the lock that also covers the insert: two requests carrying
             # one key at once must get one task, not a UNIQUE violation.
             if new.idempotency_key:
-                existing = await self._store.task_by_idempotency_key(
-                    owner_key_id, new.idempotency_key, now - IDEMPOTENCY_WINDOW
-                )
+                existing = await self._by_key(owner_key_id, new.idempotency_key, now)
                 if existing is not None:
-                    if existing.request_hash not in (None, task.request_hash):
-                        raise IdempotencyConflict(
-                            "this Idempotency-Key already made a task from a different "
-                            "request; use a new key for a new request"
-                        )
-                    return existing, False
+                    return _repeated(existing, task), False
                 await self._store.clear_idempotency_key(owner_key_id, new.idempotency_key)
-            if new.filename:
-                await self.downloads.claim_for_new(new.filename, publish_queued)
-            else:
-                await publish_queued()
+            try:
+                if new.filename:
+                    await self.downloads.claim_for_new(new.filename, publish_queued)
+                else:
+                    await publish_queued()
+            except DuplicateSubmission:
+                # Another node stored a task under this key since the look-up above.
+                existing = await self._by_key(owner_key_id, new.idempotency_key or "", now)
+                if existing is None:
+                    raise
+                return _repeated(existing, task), False
         log_submitted(task)
-        self._pending[task.task_id] = task
-        self._pump()
+        self.coordinator.queue(task)
         return task, True
 
     async def _kept_bytes(self, task: Task) -> int:
@@ -197,6 +202,10 @@ class Scheduler:
 
     def _transfer_view(self, task_id: str) -> JSON:
         return run.transfer_view() if (run := self._running.get(task_id)) else {}
+
+    async def _by_key(self, owner_key_id: int, key: str, now: float) -> Task | None:
+        since = now - IDEMPOTENCY_WINDOW
+        return await self._store.task_by_idempotency_key(owner_key_id, key, since)
 
     def _require_accepting(self) -> None:
         if not self.accepting:
@@ -305,56 +314,46 @@ class Scheduler:
         run = self._running.get(task.task_id)
         if run is not None:
             return run.task
-        return self._pending.get(task.task_id) or self.playlists.owns(task) or task
+        return self.coordinator.queued(task.task_id) or self.playlists.owns(task) or task
 
     async def _halt(self, task: Task, reason: StopReason) -> Task:
         """Take a task out of the queue or stop its run; returns it as it is afterwards."""
-        self._pending.pop(task.task_id, None)
+        self.coordinator.unqueue(task.task_id)
         run = self._running.get(task.task_id)
         if run is None:
             return task
         await run.stop(reason)
         return run.task
 
-    # -- running -----------------------------------------------------------------------
+    # -- running (the Coordinator's Launcher) ------------------------------------------
 
     def enqueue(self, task: Task) -> None:
         """Queue a task to run (a new playlist entry, a task taken up again)."""
-        self._pending[task.task_id] = task
-        self._pump()
+        self.coordinator.queue(task)
 
-    def _pump(self) -> None:
-        if not self.accepting:
-            return
-        slots = self.active_downloads
-        for task in sorted(self._pending.values(), key=lambda t: t.order):
-            if slots >= self.settings.max_concurrent:
-                break
-            run = TaskRun(task, self._run_context, self._release_slot)
-            # A task recovered in processing needs no download slot.
-            needs_slot = task.state is not TaskState.PROCESSING
-            if needs_slot and self._hosts[run.host] >= self.settings.max_per_host:
-                continue
-            del self._pending[task.task_id]
-            if needs_slot:
-                run.holds_slot = True
-                self._hosts[run.host] += 1
-                slots += 1
-            self._running[task.task_id] = run
-            run.start(self._finished)
+    def launch(self, task: Task, lease: RunLease) -> TaskRun:
+        run = TaskRun(task, self._run_context, self._release_slot, lease)
+        # A task recovered or taken over in processing needs no download slot.
+        run.holds_slot = task.state is not TaskState.PROCESSING
+        self._running[task.task_id] = run
+        run.start(self._finished)
+        return run
+
+    async def abandon(self, task_id: str) -> None:
+        run = self._running.get(task_id)
+        if run is not None:
+            await run.stop(StopReason.LEASE_LOST)
 
     def _release_slot(self, run: TaskRun) -> None:
         if run.holds_slot:
             run.holds_slot = False
-            self._hosts[run.host] -= 1
-            if self._hosts[run.host] <= 0:
-                del self._hosts[run.host]
-            self._pump()
+            self.coordinator.slot_freed(run)
 
     def _finished(self, run: TaskRun) -> None:
-        self._running.pop(run.task.task_id, None)
+        if self._running.get(run.task.task_id) is run:
+            del self._running[run.task.task_id]
         self._release_slot(run)
-        self._pump()
+        self.coordinator.run_ended(run)
 
     @property
     def active_downloads(self) -> int:
@@ -370,14 +369,26 @@ class Scheduler:
             for run in list(self._running.values()):
                 if run.transferring and run.tracker.seconds_since_last_byte() >= 0.5:
                     if run.tracker.due():
-                        await run.emit_progress()
+                        # A run that lost its task says nothing more; it stops on its own.
+                        with contextlib.suppress(LeaseLost):
+                            await run.emit_progress()
 
     async def _flush_snapshots(self) -> None:
         while True:
             await asyncio.sleep(self.settings.snapshot_interval)
             try:
-                await self._store.save_snapshots(
-                    [run.snapshot_row() for run in self._running.values() if run.transferring]
+                await self.coordinator.save_snapshots(
+                    [run for run in self._running.values() if run.transferring]
                 )
             except Exception:
                 log.exception("could not save progress snapshots")
+
+
+def _repeated(existing: Task, new: Task) -> Task:
+    """The task an Idempotency-Key already made, if `new` is the same request again."""
+    if existing.request_hash not in (None, new.request_hash):
+        raise IdempotencyConflict(
+            "this Idempotency-Key already made a task from a different request; use a new "
+            "key for a new request"
+        )
+    return existing

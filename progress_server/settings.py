@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -72,6 +73,23 @@ def network(value: str) -> str:
     return value
 
 
+def postgres_url(value: str) -> str:
+    if not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be a postgresql:// URL")
+    return value
+
+
+NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def node_name(value: str) -> str:
+    if not NODE_ID_PATTERN.fullmatch(value):
+        raise ValueError(
+            "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     # -- `serve` options, in the order `serve --help` lists them --------------------------
@@ -82,8 +100,46 @@ class Settings:
     data_dir: Path = field(
         default_factory=default_data_dir,
         metadata=option(
-            "Folder for the SQLite database and the downloaded files.",
+            "Folder for the SQLite database, the node's id and (unless --downloads-dir) "
+            "the downloaded files.",
             default_text="$XDG_DATA_HOME/progress-server or ~/.local/share/progress-server",
+        ),
+    )
+    downloads_folder: Path | None = field(
+        default=None,
+        metadata=option(
+            "Folder for the downloaded files. Every node of a cluster points at the same "
+            "shared folder.",
+            flag="downloads-dir",
+            default_text="DATA_DIR/downloads",
+        ),
+    )
+    database: str | None = field(
+        default=None,
+        metadata=option(
+            "Cluster mode: keep tasks, events, keys and sessions in this PostgreSQL database "
+            "(postgresql://USER@HOST:PORT/DB), shared by every node (default: SQLite in "
+            "DATA_DIR). Needs the `postgres` extra.",
+            metavar="URL",
+            parse=postgres_url,
+        ),
+    )
+    node_id: str | None = field(
+        default=None,
+        metadata=option(
+            "This node's name in a cluster: on task records, /healthz and /metrics.",
+            metavar="ID",
+            parse=node_name,
+            default_text="made once and kept in DATA_DIR",
+        ),
+    )
+    lease_timeout: float = field(
+        default=15.0,
+        metadata=option(
+            "Cluster mode: seconds a node that stops answering keeps its tasks before "
+            "another node takes them over.",
+            minimum=1,
+            maximum=3600,
         ),
     )
     max_concurrent: int = field(
@@ -277,7 +333,7 @@ class Settings:
     )
 
     # -- not on the command line ----------------------------------------------------------
-    # Snapshots of running tasks reach SQLite at most this often, in one transaction.
+    # Snapshots of running tasks reach the database at most this often, in one transaction.
     snapshot_interval: float = 1.0
     max_body_bytes: int = 64 * 1024
     # Frames one WebSocket may have waiting before it is closed with 1013 (progress frames
@@ -293,4 +349,4 @@ class Settings:
 
     @property
     def downloads_dir(self) -> Path:
-        return self.data_dir / "downloads"
+        return self.downloads_folder or self.data_dir / "downloads"

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from aiohttp import ClientResponse
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
 from progress_server.appkeys import STORE
@@ -22,11 +22,13 @@ from progress_server.auth import generate_key, hash_key
 from progress_server.settings import Settings
 
 JSON = dict[str, Any]
+# What pytest-aiohttp's `aiohttp_client(app)` gives: a real socket to an in-process app.
+AppClient = TestClient[web.Request, web.Application]
 FINAL = ("completed", "failed", "cancelled")
 
 
 class Api:
-    def __init__(self, client: TestClient[Any, Any], settings: Settings) -> None:
+    def __init__(self, client: AppClient, settings: Settings) -> None:
         self.client = client
         self.settings = settings
         self.key = ""

@@ -4,11 +4,12 @@ tests/serverproc.py so bench/ scripts can use them without pytest."""
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
+from pytest_aiohttp import AiohttpClient
 
 # tests/ is not an installed package: a bare `pytest` (unlike `python -m pytest`) would
 # not have the repo root on sys.path, and `from tests.origins import ...` would fail.
@@ -22,6 +23,9 @@ from tests.apiclient import Api  # noqa: E402
 from tests.media import library  # noqa: E402
 from tests.media_site import MediaSite, make_streams  # noqa: E402
 from tests.origins import Origin  # noqa: E402
+
+# PostgreSQL fixtures (pg_server, pg_url, pg_empty_url) for the cluster-mode tests.
+pytest_plugins = ["tests.pgserver"]
 
 # --------------------------------------------------------------------------------------
 # Origin (fault-injecting HTTP source)
@@ -38,11 +42,15 @@ async def origin() -> AsyncIterator[Origin]:
 # In-process server over real HTTP (tests/apiclient.py): `make_api(**settings)` or `api`
 # --------------------------------------------------------------------------------------
 
-MakeApi = Callable[..., Awaitable[Api]]
+
+class MakeApi(Protocol):
+    """`await make_api(**overrides)`: an `Api` on a fresh app; overrides are `Settings` fields."""
+
+    async def __call__(self, **overrides: Any) -> Api: ...
 
 
 @pytest.fixture
-def make_api(aiohttp_client: Any, tmp_path: Path) -> MakeApi:
+def make_api(aiohttp_client: AiohttpClient, tmp_path: Path) -> MakeApi:
     """Start `create_app(Settings(data_dir=tmp_path/"data", **overrides))`, with one key."""
 
     async def make(**overrides: Any) -> Api:

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ def library(folder: Path) -> Path:
     song.mp3 (2 s, with cover art), broken.mp4 (corrupt), long.mkv (60 s, 640x360: a
     transcode that takes a while)."""
     folder.mkdir(parents=True, exist_ok=True)
-    wanted = {
+    wanted: dict[str, Callable[[Path], Path]] = {
         "clip.mkv": lambda p: make_video(p, seconds=3),
         "silent.mkv": lambda p: make_video(p, seconds=2, audio=False),
         "tone.flac": lambda p: make_audio(p, seconds=2),

@@ -325,8 +325,9 @@ class Origin:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def url(self, path: str = "/file", **params: str | int | float | bool) -> str:
-        """`http://127.0.0.1:PORT{path}?{params}`; booleans become 1/0."""
+    def url(self, path: str = "/file", /, **params: str | int | float | bool) -> str:
+        """`http://127.0.0.1:PORT{path}?{params}`; booleans become 1/0. `path` is positional
+        only, so a parameter dict (`**SLOW`) can never be taken for the path."""
         query = {k: str(int(v)) if isinstance(v, bool) else str(v) for k, v in params.items()}
         return str(URL.build(scheme="http", host=self.host, port=self.port, path=path, query=query))
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
 
 import pytest
+from aiohttp import ClientResponse
 
 from tests.apiclient import Api, assert_error, read_only_db
 from tests.origins import Origin
@@ -19,7 +19,9 @@ def stored_task_count(api: Api) -> int:
         return int(db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0])
 
 
-async def assert_refused(api: Api, status: int, resp: Any, error_type: str | None = None) -> None:
+async def assert_refused(
+    api: Api, status: int, resp: ClientResponse, error_type: str | None = None
+) -> None:
     text = await resp.text()
     assert resp.status == status, text
     assert resp.headers["Content-Type"].startswith("application/json"), text
@@ -93,7 +95,7 @@ async def test_malformed_json_is_400(api: Api, raw: bytes) -> None:
         12,
     ],
 )
-async def test_invalid_fields_are_422(api: Api, body: Any) -> None:
+async def test_invalid_fields_are_422(api: Api, body: object) -> None:
     resp = await api.call(
         "POST",
         "/api/downloads",

@@ -13,6 +13,7 @@ import pytest
 from progress_server.client import (
     FINAL_STATES,
     ApiError,
+    Event,
     ProgressClient,
     ServerUnreachable,
     SubscriptionError,
@@ -210,7 +211,7 @@ async def test_unreachable_server_raises_server_unreachable() -> None:
 
 
 async def collect_until_final(
-    events: AsyncIterator[Any], task_id: str, within: float = 60
+    events: AsyncIterator[Event], task_id: str, within: float = 60
 ) -> list[dict[str, Any]]:
     seen: list[dict[str, Any]] = []
 

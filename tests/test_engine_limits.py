@@ -135,7 +135,7 @@ async def test_disk_filling_up_keeps_the_partial_file_for_a_retry(
 
 def _transfer_seconds(events: list[JSON]) -> float:
     """From the first `download.started` to `download.processing`, by the server's clock."""
-    stamps = {}
+    stamps: dict[str, datetime] = {}
     for e in events:
         stamps.setdefault(e["event"], datetime.fromisoformat(e["timestamp"]))
     return (stamps["download.processing"] - stamps["download.started"]).total_seconds()

@@ -103,7 +103,8 @@ class Remote:
         async def reached() -> bool:
             nonlocal task
             task = await self.call("GET", f"/api/downloads/{task_id}")
-            return task["state"] == state
+            current: str = task["state"]
+            return current == state
 
         await eventually(reached, within, lambda: f"never {state}: {task}")
         return task

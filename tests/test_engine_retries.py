@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from email.utils import formatdate
 
+import aiohttp
 import pytest
 
 from progress_server.engine import Downloader
@@ -147,13 +148,15 @@ async def test_unreachable_origin_is_a_retried_network_error(make_api: MakeApi) 
     ]
 
 
-def test_backoff_grows_exponentially_with_jitter_and_caps() -> None:
+async def test_backoff_grows_exponentially_with_jitter_and_caps() -> None:
     settings = Settings(retry_base_delay=1.0, retry_max_delay=10.0)
-    downloader = Downloader(settings, session=None)  # type: ignore[arg-type]
-    for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 10.0), (9, 10.0)]:
-        delays = {downloader.backoff(attempt, None) for _ in range(200)}
-        assert all(ceiling / 2 <= d <= ceiling for d in delays)
-        # Jitter: many different delays, so clients that failed together do not retry together.
-        assert len(delays) > 50
-    assert downloader.backoff(1, 7.0) == 7.0
-    assert downloader.backoff(1, 10_000.0) == 600.0
+    async with aiohttp.ClientSession() as session:
+        downloader = Downloader(settings, session=session)
+        for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 10.0), (9, 10.0)]:
+            delays = {downloader.backoff(attempt, None) for _ in range(200)}
+            assert all(ceiling / 2 <= d <= ceiling for d in delays)
+            # Jitter: many different delays, so clients that failed together do not retry
+            # together.
+            assert len(delays) > 50
+        assert downloader.backoff(1, 7.0) == 7.0
+        assert downloader.backoff(1, 10_000.0) == 600.0

@@ -36,6 +36,7 @@ def segment_starts(requests: list[RequestLog]) -> list[int]:
     starts = [0] + [first for first, _ in spans]
     # The three extra parts tile the rest of the file in equal parts, up to its end.
     (a, b), (c, d), (e, f) = spans
+    assert b is not None and d is not None, spans
     assert c == b + 1 and e == d + 1 and f is None, spans
     assert abs((b - a) - (d - c)) <= 1 and abs((SIZE - e) - (d - c + 1)) <= 3, spans
     return starts

@@ -124,6 +124,12 @@ def _get(url: str, server: subprocess.Popen[bytes]) -> int:
             time.sleep(0.1)
 
 
+# Modules that run only with an extra installed, by extra.
+_EXTRA_MODULES = {
+    "postgres": ("progress_server/cluster/", "progress_server/store/postgres"),
+}
+
+
 def test_every_third_party_import_is_a_declared_dependency(wheel: Path) -> None:
     """A fresh install gets only what the wheel declares; an undeclared import (found here
     on the developer's machine) would fail there with ModuleNotFoundError. A package of an
@@ -138,13 +144,15 @@ def test_every_third_party_import_is_a_declared_dependency(wheel: Path) -> None:
         for line in text.splitlines()
         if line.startswith("Requires-Dist:") and "extra ==" not in line
     }
-    optional = {
-        _requirement_name(line.split(":", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("Requires-Dist:")
-        and "extra ==" in line
-        and 'extra == "test"' not in line
-    }
+    # Packages an optional extra brings (the test extra aside), by extra. One may be
+    # imported inside a function, where the code that needs it runs; at module level only
+    # in the modules of its extra, which nothing of a plain install imports at load time.
+    by_extra: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        if line.startswith("Requires-Dist:") and "extra ==" in line:
+            extra = line.rsplit("extra ==", 1)[1].strip(" '\"")
+            if extra != "test":
+                by_extra.setdefault(_requirement_name(line.split(":", 1)[1]), set()).add(extra)
     # What the declared packages pull in themselves counts too (yarl comes with aiohttp).
     pending = list(declared)
     while pending:
@@ -178,10 +186,40 @@ def test_every_third_party_import_is_a_declared_dependency(wheel: Path) -> None:
                 dists = {d.lower().replace("_", "-") for d in distributions.get(top, [top])}
                 if dists & declared:
                     continue
-                if dists & optional and id(node) not in module_level:
+                where = module.relative_to(REPO_ROOT).as_posix()
+                extras = set().union(*(by_extra.get(d, set()) for d in dists))
+                if extras and id(node) not in module_level:
                     continue
-                missing[top] = module.relative_to(REPO_ROOT).as_posix()
+                if any(where.startswith(_EXTRA_MODULES.get(e, ())) for e in extras):
+                    continue
+                missing[top] = where
     assert not missing, f"imported but not in [project] dependencies: {missing}"
+
+
+def test_no_module_of_a_plain_install_loads_an_extras_modules() -> None:
+    """An extra's modules (which import the extra's packages) are imported lazily, inside
+    the functions that need them, so a plain install starts without the extra."""
+    extra_modules = {
+        prefix.removesuffix("/").replace("/", ".")
+        for prefixes in _EXTRA_MODULES.values()
+        for prefix in prefixes
+    }
+    eager: dict[str, str] = {}
+    for module in (REPO_ROOT / "progress_server").rglob("*.py"):
+        where = module.relative_to(REPO_ROOT).as_posix()
+        if any(where.startswith(p) for prefixes in _EXTRA_MODULES.values() for p in prefixes):
+            continue
+        for node in ast.parse(module.read_text()).body:
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            for name in names:
+                if any(name.startswith(extra) for extra in extra_modules):
+                    eager[name] = where
+    assert not eager, f"loaded at import time by a plain install's modules: {eager}"
 
 
 def _requirement_name(requirement: str) -> str:

@@ -296,7 +296,8 @@ async def test_a_playlist_s_progress_combines_its_entries_and_never_goes_back(
         percentage = polled["progress"]["percentage"]
         if percentage is not None and polled["state"] == "downloading":
             shown.append(percentage)
-        return polled["state"] == "completed"
+        state: str = polled["state"]
+        return state == "completed"
 
     await eventually(finished, 180, lambda: f"not completed: {polled}")
 

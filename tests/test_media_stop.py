@@ -19,6 +19,7 @@ import pytest
 
 from progress_server.media.errors import MediaError
 from progress_server.media.job import MediaJob
+from progress_server.media.results import MediaFile
 from progress_server.media.transfer import MediaTransfer
 from tests.media import duration
 from tests.media_site import HLS_SECONDS, MediaSite, RecordingObserver, descendants
@@ -141,7 +142,8 @@ async def test_a_killed_worker_is_resumed_from_its_fragments(
     assert len(observer.offsets) == 2 and observer.offsets[1] > 300_000
     # ...so only the fragment that was cut off was fetched twice.
     assert site.fragment_hits() <= 15 + 2
-    assert duration(result.path) == pytest.approx(HLS_SECONDS, abs=0.5)  # type: ignore[union-attr]
+    assert isinstance(result, MediaFile), result
+    assert duration(result.path) == pytest.approx(HLS_SECONDS, abs=0.5)
     shown = observer.percentages
     assert all(b >= a for a, b in itertools.pairwise(shown))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -28,15 +29,27 @@ def never_decreasing(values: list[float]) -> bool:
     return all(later >= earlier for earlier, later in itertools.pairwise(values))
 
 
+class JobOptions(TypedDict, total=False):
+    """The MediaJob fields these tests set; mypy checks each against MediaJob's own."""
+
+    format: str
+    ratelimit: int | None
+    playlist: bool
+    playlist_index: int | None
+    title: str | None
+
+
 async def fetch(
-    url: str, out: Path, transfer: MediaTransfer = FAST, **options: object
+    url: str, out: Path, *, transfer: MediaTransfer = FAST, **options: Unpack[JobOptions]
 ) -> tuple[MediaFile | MediaPlaylist, RecordingObserver]:
     observer = RecordingObserver()
-    job = MediaJob(url=url, output_dir=out, **options)  # type: ignore[arg-type]
+    job = MediaJob(url=url, output_dir=out, **options)
     return await transfer.download(job, observer), observer
 
 
-async def fetch_file(url: str, out: Path, **options: object) -> tuple[MediaFile, RecordingObserver]:
+async def fetch_file(
+    url: str, out: Path, **options: Unpack[JobOptions]
+) -> tuple[MediaFile, RecordingObserver]:
     result, observer = await fetch(url, out, **options)
     assert isinstance(result, MediaFile), result
     return result, observer

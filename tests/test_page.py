@@ -13,6 +13,7 @@ import itertools
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from playwright.async_api import Browser, Page, WebSocketRoute, expect
@@ -49,7 +50,7 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
     await context.close()
 
 
-LOOKS = ("light", "dark")
+LOOKS: tuple[Literal["light", "dark"], ...] = ("light", "dark")
 
 
 def base_url(api: Api) -> str:

@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from tests.apiclient import Api, eventually
+from tests.conftest import MakeApi
 from tests.origins import Origin
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
@@ -165,10 +166,10 @@ async def test_unknown_length_gives_nulls_not_zeros(api: Api, origin: Origin) ->
     assert done["progress"]["percentage"] == 100.0
 
 
-async def test_speed_reads_the_origins_steady_rate(make_api: Any, origin: Origin) -> None:
+async def test_speed_reads_the_origins_steady_rate(make_api: MakeApi, origin: Origin) -> None:
     # One connection: the origin's rate is per response, so a split download (28 MB is
     # big enough) would read as several times that rate.
-    api: Api = await make_api(segments=1)
+    api = await make_api(segments=1)
     rate = 4_000_000
     task = await api.submit(origin.url(size=7 * rate, rate=rate))
     task_id = task["task_id"]

@@ -284,7 +284,7 @@ async def test_transcode_that_cannot_work_fails_and_keeps_the_download(
     ],
 )
 async def test_bad_post_process_is_refused_and_stores_nothing(
-    api: Api, post_process: Any, says: str
+    api: Api, post_process: object, says: str
 ) -> None:
     body = {"url": "http://127.0.0.1:9/x.mkv", "post_process": post_process}
     resp = await api.call("POST", "/api/downloads", json=body)

@@ -44,8 +44,9 @@ class Client:
         async def reached() -> bool:
             nonlocal record
             record = await self.task(task_id)
-            assert record["state"] not in {"failed", "cancelled"} - {state}, record
-            return record["state"] == state
+            current: str = record["state"]
+            assert current not in {"failed", "cancelled"} - {state}, record
+            return current == state
 
         await eventually(reached, within, lambda: f"never {state}: {record}")
         return record

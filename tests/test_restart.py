@@ -33,12 +33,13 @@ class Client:
         self.key = key
         self.session = session
 
-    async def get(self, path: str) -> Any:
+    async def get(self, path: str) -> dict[str, Any]:
         async with self.session.get(
             self.server.base_url + path, headers={"Authorization": f"Bearer {self.key}"}
         ) as resp:
             assert resp.status == 200, await resp.text()
-            return await resp.json()
+            body: dict[str, Any] = await resp.json()
+            return body
 
     async def submit(self, url: str) -> str:
         async with self.session.post(
@@ -50,8 +51,8 @@ class Client:
             task_id: str = (await resp.json())["task_id"]
             return task_id
 
-    async def wait(self, task_id: str, state: str, within: float = 60) -> Any:
-        task: Any = {}
+    async def wait(self, task_id: str, state: str, within: float = 60) -> dict[str, Any]:
+        task: dict[str, Any] = {}
 
         async def reached() -> bool:
             nonlocal task
@@ -95,8 +96,8 @@ async def client(tmp_path: Path) -> AsyncIterator[Client]:
             await asyncio.to_thread(server.kill)
 
 
-def part_of(client: Client, task: Any) -> Path:
-    return client.server.data_dir / "downloads" / (task["filename"] + ".part")
+def part_of(client: Client, task: dict[str, Any]) -> Path:
+    return client.server.data_dir / "downloads" / f"{task['filename']}.part"
 
 
 def sha256_file(path: Path) -> str:

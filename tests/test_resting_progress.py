@@ -50,7 +50,7 @@ async def test_a_paused_task_reports_no_speed_and_no_eta(api: Api, origin: Origi
     task_id = task["task_id"]
 
     async def moving() -> dict[str, Any]:
-        polled = (await api.progress(task_id))["progress"]
+        polled: dict[str, Any] = (await api.progress(task_id))["progress"]
         return polled
 
     await api.wait_bytes(task_id, 600_000)

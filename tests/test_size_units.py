@@ -44,7 +44,9 @@ async def test_the_page_reads_mib_with_and_without_javascript(api: Api, origin: 
     finished = await api.submit(origin.url("/file/done.bin", size=SIZE))
     await api.wait_for(finished["task_id"], "completed")
     slow = await api.submit(origin.url("/file/slow.bin", size=20_000_000, rate=400_000))
-    await api.wait_bytes(slow["task_id"], 500_000)
+    # Past 1 MiB before the page loads, so the row's pair reads "N MiB / 19.1 MiB" (below it,
+    # the same row rightly reads KiB; a loaded machine once rendered 960.0 KiB here).
+    await api.wait_bytes(slow["task_id"], 1_300_000)
     base = str(api.client.make_url("/"))
     async with chromium() as browser:
         for javascript in (False, True):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from progress_server.coordination import LocalWrites
 from progress_server.errors import Conflict
 from progress_server.events import EventBus
 from progress_server.lifecycle import TaskLifecycle
@@ -64,8 +65,8 @@ async def _stored_task(store: SqliteStore, bus: EventBus, state: TaskState) -> T
     now = time.time()
     task = Task(str(uuid.uuid4()), 1, "http://example.test/f", "f", state, now, now)
 
-    async def insert(event: Event) -> None:
-        await store.insert_task(task, None, event)
+    async def insert(event: Event) -> Event:
+        return await store.insert_task(task, None, event)
 
     await bus.publish(EventName.QUEUED, task.task_id, 1, state, persist=insert)
     return task
@@ -78,7 +79,7 @@ def test_the_table_names_every_state() -> None:
 async def test_every_pair_is_allowed_or_refused_as_the_lifecycle_says(store: SqliteStore) -> None:
     bus = EventBus(store, SnapshotCache())
     await bus.start()
-    lifecycle = TaskLifecycle(store, bus)
+    lifecycle = TaskLifecycle(bus, LocalWrites(store))
     for current, new in itertools.product(TaskState, TaskState):
         task = await _stored_task(store, bus, current)
         events_before = await store.events_after(0, task_ids=[task.task_id])

@@ -34,9 +34,9 @@ ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 PROGRESS_KEYS = {"downloaded_bytes", "total_bytes", "percentage", "speed_mbps", "eta_seconds"}
 
 
-async def connect(api: Api, key: str | None = None, **kwargs: Any) -> Any:
+async def connect(api: Api, key: str | None = None) -> aiohttp.ClientWebSocketResponse:
     headers = {} if key == "" else api.auth(key)
-    return await api.client.ws_connect(WS_PATH, headers=headers, **kwargs)
+    return await api.client.ws_connect(WS_PATH, headers=headers)
 
 
 def ws_url(api: Api) -> str:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from typing import Any
 
+import aiohttp
 import websockets
 import websockets.asyncio.client
 
@@ -27,7 +27,7 @@ def _lifecycle(messages: list[JSON]) -> list[int]:
     return [m["seq"] for m in messages if m["event"] in LIFECYCLE and "processing" not in m]
 
 
-async def _read_all(ws: Any, task_ids: set[str]) -> list[JSON]:
+async def _read_all(ws: aiohttp.ClientWebSocketResponse, task_ids: set[str]) -> list[JSON]:
     """Read until every task has completed."""
     seen: list[JSON] = []
     pending = set(task_ids)

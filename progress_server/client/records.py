@@ -52,6 +52,8 @@ class TaskRecord(TypedDict):
     # While downloading: connections open now; a split download's [start, end, done] parts.
     connections: NotRequired[int]
     segments: NotRequired[list[list[int]]]
+    # Cluster mode: the node running the task now (None when none).
+    node: NotRequired[str | None]
     # Media tasks only (#13): "media"; a playlist entry's parent and place; a parent's entries.
     source: NotRequired[str]
     parent_id: NotRequired[str]

@@ -38,6 +38,10 @@ class TransferObserver(Protocol):
 
     async def restarted_from_zero(self, reason: str) -> None: ...
 
+    def check_may_write(self) -> None:
+        """Raise to stop the transfer before its next bytes reach the `.part` file (a run
+        that lost its task in a cluster). Called from the thread that writes."""
+
     async def received(self, nbytes: int) -> None: ...
 
     async def attempt_failed(self, error: DownloadError, attempt: int, delay: float) -> None: ...

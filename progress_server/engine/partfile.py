@@ -32,8 +32,11 @@ _IOV_MAX = 1024
 
 
 class PartFile:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, before_write: Callable[[], None] | None = None) -> None:
         self.path = path
+        # Asked right before each write, on the writing thread; raising stops the write
+        # (a run that lost its task in a cluster writes no more bytes).
+        self._before_write = before_write
         self._fd: int | None = None
 
     @property
@@ -89,6 +92,8 @@ class PartFile:
         return loop.run_in_executor(None, self._pwrite_all, offset, blocks)
 
     def _pwrite_all(self, offset: int, blocks: list[bytes]) -> None:
+        if self._before_write is not None:
+            self._before_write()
         views = [memoryview(b) for b in blocks]
         while views:
             written = os.pwritev(self.fd, views[:_IOV_MAX], offset)

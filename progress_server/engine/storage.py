@@ -32,8 +32,14 @@ SYNC_BYTES = 64 * 1024 * 1024
 
 
 class DownloadFiles:
-    def __init__(self, part_path: Path, hashing: bool, journal: SegmentJournal) -> None:
-        self.part = PartFile(part_path)
+    def __init__(
+        self,
+        part_path: Path,
+        hashing: bool,
+        journal: SegmentJournal,
+        before_write: Callable[[], None] | None = None,
+    ) -> None:
+        self.part = PartFile(part_path, before_write)
         self.hasher = PrefixHasher(self.part, enabled=hashing)
         self.journal = journal
         # Split, journaled and preallocated: the `.part` size says nothing any more.

@@ -372,5 +372,7 @@ class Transfer:
             assert self.task.filename is not None
             root, name = self.settings.downloads_dir, self.task.filename
             journal = self.net.journals(self.task.task_id, journal_path(root, name))
-            self.files = DownloadFiles(part_path(root, name), self.task.sha256 is not None, journal)
+            hashing = self.task.sha256 is not None
+            fence = self.observer.check_may_write
+            self.files = DownloadFiles(part_path(root, name), hashing, journal, fence)
         return self.files

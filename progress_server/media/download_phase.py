@@ -84,6 +84,7 @@ class MediaDownloadPhase:
             EventName.STARTED,
             TaskState.DOWNLOADING,
             change=TaskChange(attempts=task.attempts + 1),
+            lease=self._run.lease,
         )
         try:
             outcome = await MediaTransfer.for_settings(self.ctx.settings).download(self.job(), self)
@@ -164,6 +165,7 @@ class MediaDownloadPhase:
                 TaskState.PROCESSING,
                 progress=Progress(done, done),
                 change=TaskChange(downloaded_bytes=done, total_bytes=done),
+                lease=self._run.lease,
             )
             run.processing_started = True
         await run.processing_progress(_STEP_NAMES.get(step, step.lower()), percentage, None)

@@ -76,7 +76,8 @@ class Hooks:
             if not self.settings.webhook_secret:
                 log.warning("--webhook without --webhook-secret: deliveries are not signed")
             await self.webhook.start()
-        self._unsubscribe = self.bus.subscribe(self._on_event)
+        # Own events only: in a cluster, the node that ran the task runs its hooks, once.
+        self._unsubscribe = self.bus.subscribe_own(self._on_event)
 
     async def stop(self) -> None:
         """Stop listening; deliveries still running are abandoned (and their commands killed)."""

@@ -220,11 +220,15 @@ def operations_paths() -> JSON:
         "/healthz": {
             "get": {
                 "operationId": "health",
-                "summary": "200 once the server accepts tasks; no key needed.",
+                "summary": "200 once the server accepts tasks; no key needed. In cluster "
+                "mode it names the node and answers 503 while the database is unreachable "
+                "(the node claims no work then).",
                 "security": [],
                 "responses": {
                     "200": ok("Accepting tasks.", ref("Health")),
-                    "503": ok("Shutting down.", ref("Health")),
+                    "503": ok(
+                        "Shutting down, or (cluster) the database is unreachable.", ref("Health")
+                    ),
                 },
             }
         },

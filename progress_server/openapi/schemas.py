@@ -131,6 +131,10 @@ def schemas() -> JSON:
                     SEGMENTS,
                     "while a split download runs: its parts, for a multi-part bar.",
                 ),
+                "node": extra(
+                    nullable("string"),
+                    "cluster mode only: the node running the task now (null when none).",
+                ),
                 **_media_task_properties(),
             },
         },
@@ -239,7 +243,15 @@ def schemas() -> JSON:
         "Health": {
             "type": "object",
             "required": ["status"],
-            "properties": {"status": {"type": "string"}, "version": {"type": "string"}},
+            "properties": {
+                "status": {"type": "string"},
+                "version": {"type": "string"},
+                "node": extra({"type": "string"}, "cluster mode: this node's id."),
+                "database": extra(
+                    {"type": "string", "enum": ["ok", "unreachable"]},
+                    "cluster mode: whether this node reaches the shared database.",
+                ),
+            },
         },
     }
 

@@ -6,6 +6,9 @@ The interface is shaped so another database (PostgreSQL, for a cluster) can impl
 as is: every write that must be atomic is one method (no transaction or cursor leaves the
 store), rows come back as plain dataclasses, and a task's `order` is only an opaque,
 increasing submission order (what `list_tasks(after_order=...)` pages by).
+
+Appends return the event as stored. SQLite keeps the seq the EventBus gave it; a cluster's
+database gives the seq itself, in commit order, so there the draft's seq is ignored.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from progress_server.models import Event, Task, TaskState
 from progress_server.store.rows import (
     UNSET,
     ApiKeyRow,
+    DuplicateSubmission,
+    FilenameTaken,
     SessionRow,
     SnapshotRow,
     TaskChange,
@@ -26,6 +31,8 @@ from progress_server.store.rows import (
 __all__ = [
     "UNSET",
     "ApiKeyRow",
+    "DuplicateSubmission",
+    "FilenameTaken",
     "SessionRow",
     "SnapshotRow",
     "Store",
@@ -83,8 +90,9 @@ class Store(Protocol):
 
     # -- tasks ---------------------------------------------------------------------------
 
-    async def insert_task(self, task: Task, idempotency_key: str | None, event: Event) -> Task:
-        """Store a new task together with its first event, atomically; sets `task.order`."""
+    async def insert_task(self, task: Task, idempotency_key: str | None, event: Event) -> Event:
+        """Store a new task together with its first event, atomically; sets `task.order`
+        and returns the event as stored."""
 
     async def task_by_idempotency_key(
         self, owner_key_id: int, idempotency_key: str, since: float
@@ -114,8 +122,9 @@ class Store(Protocol):
 
     async def record_transition(
         self, event: Event | None, task_id: str, change: TaskChange
-    ) -> None:
-        """Change a task and store the event that tells of it, atomically."""
+    ) -> Event | None:
+        """Change a task and store the event that tells of it, atomically; returns the
+        event as stored."""
 
     async def save_snapshots(self, snapshots: Iterable[SnapshotRow]) -> None:
         """Store running tasks' byte counts (throttled progress), in one write."""
@@ -125,7 +134,8 @@ class Store(Protocol):
 
     # -- events --------------------------------------------------------------------------
 
-    async def insert_event(self, event: Event) -> None: ...
+    async def insert_event(self, event: Event) -> Event:
+        """Store an event that changes no task; returns it as stored."""
 
     async def events_after(
         self,

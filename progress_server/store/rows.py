@@ -35,6 +35,16 @@ class SnapshotRow:
     total_bytes: int | None
 
 
+class FilenameTaken(Exception):
+    """Another task holds the filename a new task was to be stored with (another node
+    named a task at the same moment); nothing was stored."""
+
+
+class DuplicateSubmission(Exception):
+    """The owner's Idempotency-Key already names a task (another node stored it a moment
+    ago); nothing was stored."""
+
+
 class Unset(enum.Enum):
     """A TaskChange field the change leaves alone (None is a value there: it clears)."""
 

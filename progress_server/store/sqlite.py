@@ -25,7 +25,7 @@ class SqliteStore(SqliteKeysAndSessions):
 
     # -- tasks -------------------------------------------------------------------------
 
-    async def insert_task(self, task: Task, idempotency_key: str | None, event: Event) -> Task:
+    async def insert_task(self, task: Task, idempotency_key: str | None, event: Event) -> Event:
         """Store a new task together with its first event, in one transaction."""
 
         def write(db: sqlite3.Connection) -> int:
@@ -57,7 +57,7 @@ class SqliteStore(SqliteKeysAndSessions):
             return cur.lastrowid
 
         task.order = await self._write(write)
-        return task
+        return event
 
     async def task_by_idempotency_key(
         self, owner_key_id: int, idempotency_key: str, since: float
@@ -130,13 +130,14 @@ class SqliteStore(SqliteKeysAndSessions):
 
     async def record_transition(
         self, event: Event | None, task_id: str, change: TaskChange
-    ) -> None:
+    ) -> Event | None:
         def write(db: sqlite3.Connection) -> None:
             _update_task(db, task_id, change)
             if event is not None:
                 _insert_event(db, event)
 
         await self._write(write)
+        return event
 
     async def save_snapshots(self, snapshots: Iterable[SnapshotRow]) -> None:
         rows = [(s.downloaded_bytes, s.total_bytes, time.time(), s.task_id) for s in snapshots]
@@ -161,11 +162,12 @@ class SqliteStore(SqliteKeysAndSessions):
 
     # -- events ------------------------------------------------------------------------
 
-    async def insert_event(self, event: Event) -> None:
+    async def insert_event(self, event: Event) -> Event:
         def write(db: sqlite3.Connection) -> None:
             _insert_event(db, event)
 
         await self._write(write)
+        return event
 
     async def events_after(
         self,

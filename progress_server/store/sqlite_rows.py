@@ -1,20 +1,31 @@
-"""Rows between SQLite and the store's types: decoding what is read, encoding a change."""
+"""Rows between SQLite and the store's types: decoding what is read, encoding a change.
+
+PostgresStore decodes with the same functions: its tables have the same columns, json
+columns read back as text, and an asyncpg Record is read by column name as sqlite3.Row is.
+"""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
+from typing import Any, Protocol
 
 from progress_server.models import Event, EventName, Task, TaskState
 from progress_server.store.rows import ApiKeyRow, SessionRow, TaskChange
+
+
+class ColumnRow(Protocol):
+    """A row read by column name: sqlite3.Row and asyncpg's Record both are one."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
 
 # Stored as JSON text.
 _JSON_COLUMNS = frozenset({"result", "error", "entries"})
 
 
 def change_columns(change: TaskChange) -> dict[str, object]:
-    """The columns a change sets, with values as SQLite stores them."""
+    """The columns a change sets, with values as the database stores them."""
     values = change.columns()
     values.setdefault("updated_at", time.time())
     for name in _JSON_COLUMNS & set(values):
@@ -25,13 +36,13 @@ def change_columns(change: TaskChange) -> dict[str, object]:
     return values
 
 
-def session_from_row(row: sqlite3.Row) -> SessionRow:
+def session_from_row(row: ColumnRow) -> SessionRow:
     return SessionRow(
         row["token_hash"], row["key_id"], row["csrf_token"], row["created_at"], row["expires_at"]
     )
 
 
-def key_from_row(row: sqlite3.Row) -> ApiKeyRow:
+def key_from_row(row: ColumnRow) -> ApiKeyRow:
     return ApiKeyRow(
         key_id=row["key_id"],
         name=row["name"],
@@ -42,7 +53,7 @@ def key_from_row(row: sqlite3.Row) -> ApiKeyRow:
     )
 
 
-def task_from_row(row: sqlite3.Row) -> Task:
+def task_from_row(row: ColumnRow) -> Task:
     return Task(
         task_id=row["task_id"],
         owner_key_id=row["owner_key_id"],
@@ -70,7 +81,7 @@ def task_from_row(row: sqlite3.Row) -> Task:
     )
 
 
-def event_from_row(row: sqlite3.Row) -> Event:
+def event_from_row(row: ColumnRow) -> Event:
     return Event(
         seq=row["seq"],
         name=EventName(row["event"]),

@@ -14,10 +14,19 @@ from aiohttp import web
 
 from progress_server.appkeys import SESSIONS
 from progress_server.sessions import LIFETIME, Session
+from progress_server.web.errors import Handler
 
 COOKIE = "progress_session"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
+
+
+@web.middleware
+async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """In a cluster, bring the cookie's session over from the database if another node made
+    it, so the handlers' look-ups (which do not wait) find it."""
+    await request.app[SESSIONS].find(request.cookies.get(COOKIE))
+    return await handler(request)
 
 
 def request_session(request: web.Request) -> Session | None:

@@ -12,15 +12,17 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import pytest
 import websockets
 import websockets.asyncio.client
 from aiohttp import web
+from pytest_aiohttp import AiohttpClient
+from websockets.asyncio.client import ClientConnection
 
 from progress_server.auth import KeyRing, Principal, hash_key
 from progress_server.batchgrid import next_slot
@@ -30,6 +32,7 @@ from progress_server.listener import Listener
 from progress_server.models import EventName, Progress, TaskState
 from progress_server.snapshots import SnapshotCache
 from progress_server.store.sqlite import SqliteStore
+from tests.apiclient import AppClient
 
 JSON = dict[str, Any]
 PEOPLE = {
@@ -43,13 +46,15 @@ TASK = {2: "task-of-alice", 3: "task-of-bob"}
 class Bench:
     """The hub under test, its bus, and the sockets it opened, by the name the client gave."""
 
-    def __init__(self, hub: Hub, client: Any) -> None:
+    def __init__(self, hub: Hub, client: AppClient) -> None:
         self.hub = hub
         self.bus = hub.bus
         self.client = client
         self.listeners: dict[str, Listener] = {}
 
-    async def connect(self, name: str, who: str = "admin", batch_ms: int = 0) -> Any:
+    async def connect(
+        self, name: str, who: str = "admin", batch_ms: int = 0
+    ) -> aiohttp.ClientWebSocketResponse:
         """An aiohttp client socket subscribed to "*", past its `subscribed` answer."""
         query = {"name": name, "who": who, "batch_ms": str(batch_ms)}
         ws = await self.client.ws_connect("/ws", params=query)
@@ -69,7 +74,7 @@ class Bench:
         return event.seq
 
 
-async def recv(ws: Any, within: float = 20) -> JSON:
+async def recv(ws: aiohttp.ClientWebSocketResponse, within: float = 20) -> JSON:
     msg = await ws.receive(timeout=within)
     assert msg.type is aiohttp.WSMsgType.TEXT, msg
     frame: JSON = json.loads(msg.data)
@@ -81,7 +86,7 @@ def flatten(frame: JSON) -> list[JSON]:
     return events
 
 
-async def read_until(ws: Any, seq: int) -> tuple[list[str], list[JSON]]:
+async def read_until(ws: aiohttp.ClientWebSocketResponse, seq: int) -> tuple[list[str], list[JSON]]:
     """The raw frames and the events up to and including event `seq`."""
     frames: list[str] = []
     events: list[JSON] = []
@@ -93,11 +98,14 @@ async def read_until(ws: Any, seq: int) -> tuple[list[str], list[JSON]]:
     return frames, events
 
 
-Make = Callable[..., Awaitable[Bench]]
+class Make(Protocol):
+    """`await make_bench(queue_limit=...)`: a Bench on a fresh store, bus and hub."""
+
+    async def __call__(self, queue_limit: int = 1000) -> Bench: ...
 
 
 @pytest.fixture
-async def make_bench(aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[Make]:
+async def make_bench(aiohttp_client: AiohttpClient, tmp_path: Path) -> AsyncIterator[Make]:
     stores: list[SqliteStore] = []
     hubs: list[Hub] = []
 
@@ -276,7 +284,7 @@ def test_the_grid_allows_at_most_one_batch_per_batch_ms() -> None:
     assert len(sent) <= (sent[-1] - sent[0]) / step + 1
 
 
-async def stalled_client(bench: Bench, name: str) -> Any:
+async def stalled_client(bench: Bench, name: str) -> ClientConnection:
     """A client that stops reading: tiny buffers on both ends, a one-message queue."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -289,7 +297,7 @@ async def stalled_client(bench: Bench, name: str) -> Any:
     return slow
 
 
-async def read_stalled(slow: Any) -> tuple[list[JSON], int | None]:
+async def read_stalled(slow: ClientConnection) -> tuple[list[JSON], int | None]:
     """Everything the stalled client was sent, and the close code if it was closed."""
     events: list[JSON] = []
     try:
@@ -359,7 +367,7 @@ async def test_a_socket_whose_lifecycle_events_no_longer_fit_is_closed_with_1013
 
 
 async def test_sockets_of_a_revoked_key_close_at_once_even_one_opened_with_it_since(
-    aiohttp_client: Any, tmp_path: Path
+    aiohttp_client: AiohttpClient, tmp_path: Path
 ) -> None:
     """The key ring tells the hub of a revocation; a socket whose upgrade request was
     authenticated before it, but that opened after the hub was told, is closed as it opens."""

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -125,7 +126,7 @@ def test_without_yt_dlp_auto_is_http_and_media_is_refused(monkeypatch: pytest.Mo
     assert source.startup_warning() == source.MISSING_MESSAGE
 
 
-def test_the_server_imports_and_builds_its_app_without_yt_dlp(tmp_path: object) -> None:
+def test_the_server_imports_and_builds_its_app_without_yt_dlp(tmp_path: Path) -> None:
     script = (
         "import sys; sys.modules['yt_dlp'] = None\n"
         "from progress_server.app import create_app\n"
@@ -144,7 +145,7 @@ def test_the_server_imports_and_builds_its_app_without_yt_dlp(tmp_path: object) 
     assert run.stdout.strip() == "ok"
 
 
-def test_the_worker_without_yt_dlp_says_what_to_install(tmp_path: object) -> None:
+def test_the_worker_without_yt_dlp_says_what_to_install(tmp_path: Path) -> None:
     script = (
         "import sys; sys.modules['yt_dlp'] = None\n"
         "from progress_server.media.worker import main\n"

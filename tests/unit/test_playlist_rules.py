@@ -166,3 +166,19 @@ def test_an_entry_without_a_page_is_its_item_of_the_list(url: str | None) -> Non
 
     assert entry.url == parent.url and entry.playlist_index == 2
     assert entry.options == {"format": "ba/b", "max_speed_mbps": 2}
+
+
+def test_events_tell_which_entries_belong_to_which_parent() -> None:
+    from progress_server.models import Event, EventName
+    from progress_server.playlist_rules import memberships
+
+    def event(name: EventName, task_id: str, **body: object) -> Event:
+        return Event(1, name, task_id, 1, TaskState.PENDING, 0.0, dict(body))
+
+    queued = event(EventName.QUEUED, "e1", parent_id="p", playlist_index=1)
+    assert memberships(queued) == [("e1", "p")]
+    started = event(EventName.STARTED, "p", entries=["e1", "e2"])
+    assert memberships(started) == [("e1", "p"), ("e2", "p")]
+    assert memberships(event(EventName.QUEUED, "t")) == []
+    assert memberships(event(EventName.STARTED, "t")) == []
+    assert memberships(event(EventName.PROGRESS, "t", entries=["x"])) == []
