@@ -1,12 +1,16 @@
-"""Throughput: progress-server against curl and aria2c, on one big file and many small ones.
+"""Throughput: progress-server against curl and aria2c, on a throttled origin, one big file
+and many small ones.
 
-The origin is nginx when Debian's nginx is installed, else an aiohttp static-file server
-(sendfile) in its own process; the script says which. It serves a 1 GiB file and 100 files
-of 1 MiB generated into a temp dir. In the same run, in interleaved rounds, it times:
+Three cases, each timed in the same run, in interleaved rounds:
 
-    big file    curl;  aria2c with one connection;  curl followed by an fsync of its file;
+    throttled   96 MB from an origin (tests/origins.py in its own process) that throttles
+                each TCP connection to 8 MB/s: one curl connection; aria2c -x4 -s4;
+                progress-server with its default --segments 4
+    big file    512 MiB from nginx (or an aiohttp static server when nginx is missing):
+                curl; aria2c with one connection; curl followed by an fsync of its file;
                 progress-server
-    100 small   curl --parallel (16);  aria2c -j 16;  progress-server, 16 at once
+    100 small   100 x 1 MiB from nginx: curl --parallel (16); aria2c -j 16;
+                progress-server, 16 at once
 
 progress-server runs as a subprocess (`serve`, a fresh temp data dir each round) and is
 timed twice: the transfer alone (first `download.started` to last `download.processing`
@@ -17,17 +21,23 @@ Printed: medians and every run, throughput ratios, the server's RSS before/after
 peak (VmHWM from /proc), and its worst event-loop lag (from /metrics, or its shutdown
 log line).
 
-    python bench/throughput.py                            # 1 GiB + 100 x 1 MiB, 3 rounds
-    python bench/throughput.py --big-mb 256 --rounds 2    # quicker
+    python bench/throughput.py                                 # all three, 3 rounds
+    python bench/throughput.py --cases throttled --rounds 2    # one case, quicker
+    python bench/throughput.py --cases small --profile prof/   # py-spy on the server
+
+With `--profile DIR`, py-spy (`pip install py-spy`) samples the server of every small-files
+round; the raw stacks land in DIR and the hottest functions are printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -35,6 +45,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -45,6 +56,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.serverproc import ServerProcess, create_key, free_port
 
 MiB = 1024 * 1024
+# POSTs in flight at once when many files are submitted.
+SUBMITTERS = 16
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -104,6 +117,48 @@ class StaticOrigin:
             self.proc.wait(10)
 
 
+def serve_throttled(port: int) -> None:
+    """`--serve-origin`: the tests' fault-injecting origin, on a fixed port, until killed."""
+    import asyncio
+
+    from tests.origins import Origin
+
+    async def forever() -> None:
+        async with Origin(port=port):
+            await asyncio.Event().wait()
+
+    asyncio.run(forever())
+
+
+class ThrottledOrigin:
+    """tests/origins.py's Origin in its own process: `conn_rate` throttles each connection."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ThrottledOrigin:
+        cmd = [sys.executable, __file__, "--serve-origin", str(self.port)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                _NO_PROXY.open(self.url(1000, 1), timeout=1).read()
+                return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def url(self, size: int, rate: int) -> str:
+        return f"http://127.0.0.1:{self.port}/file/t.bin?size={size}&conn_rate={rate}&seed=1"
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
 def make_files(root: Path, big_mb: int, small: int) -> None:
     """Incompressible, non-repeating content: 1 MiB of random bytes, rotated per block."""
     block = os.urandom(MiB)
@@ -153,7 +208,16 @@ class Server:
 
     def __enter__(self) -> Server:
         self.proc.start()
+        self.warm_up()
         return self
+
+    def warm_up(self) -> None:
+        """One throwaway submission before anything is timed. A server's first submission
+        with the default source ("auto") loads yt-dlp's URL patterns when yt-dlp is
+        installed (about a second of CPU, once per process); a long-running server paid
+        for it long ago, and the rounds here each start a fresh one."""
+        task = self.call("POST", "/api/downloads", {"url": "http://127.0.0.1:9/warm-up.bin"})
+        self.call("DELETE", f"/api/downloads/{task['task_id']}")
 
     def __exit__(self, *exc: object) -> None:
         if self.proc.running:
@@ -181,10 +245,12 @@ class Server:
         """
         os.sync()
         started = time.perf_counter()
-        ids = [self.call("POST", "/api/downloads", {"url": u})["task_id"] for u in urls]
-        # Only unfinished tasks are listed, every 50 ms: polling must not be what loads the
-        # server's loop (a 100-task listing every 20 ms would).
-        unfinished = "/api/downloads?state=pending,downloading,processing,paused&limit=500"
+        # All at once, as a busy client would: SUBMITTERS requests in flight.
+        with ThreadPoolExecutor(SUBMITTERS) as pool:
+            ids = list(pool.map(self.submit, urls))
+        # Is any task unfinished? One row answers it, every 50 ms: polling must not be what
+        # loads the server's loop (listing 100 records 20 times a second would).
+        unfinished = "/api/downloads?state=pending,downloading,processing,paused&limit=1"
         while self.call("GET", unfinished)["tasks"]:
             time.sleep(0.05)
         total = time.perf_counter() - started
@@ -198,6 +264,10 @@ class Server:
                     stamps[event["event"]].append(datetime.fromisoformat(event["timestamp"]))
         transfer = max(stamps["download.processing"]) - min(stamps["download.started"])
         return total, transfer.total_seconds()
+
+    def submit(self, url: str) -> str:
+        task_id: str = self.call("POST", "/api/downloads", {"url": url})["task_id"]
+        return task_id
 
     def delete_all(self) -> None:
         for task in self.call("GET", "/api/downloads?limit=500")["tasks"]:
@@ -258,49 +328,91 @@ def report(title: str, rows: list[Row], baselines: int = 2) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--big-mb", type=int, default=1024, help="size of the big file (MiB)")
+    parser.add_argument(
+        "--cases", default="throttled,big,small", help="which cases, comma-separated"
+    )
+    parser.add_argument("--big-mb", type=int, default=512, help="size of the big file (MiB)")
     parser.add_argument("--small", type=int, default=100, help="number of 1 MiB files")
+    parser.add_argument("--throttled-mb", type=int, default=96, help="throttled file (10^6 B)")
+    parser.add_argument("--conn-rate", type=float, default=8.0, help="MB/s per connection")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each, interleaved")
+    parser.add_argument("--profile", type=Path, help="py-spy the small-files server into DIR")
     parser.add_argument("--serve", nargs=2, metavar=("ROOT", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve-origin", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve_static(args.serve[0], int(args.serve[1]))
         return
+    if args.serve_origin:
+        serve_throttled(args.serve_origin)
+        return
     for tool in ("curl", "aria2c"):
         if not shutil.which(tool):
             sys.exit(f"{tool} is not installed (Debian: apt-get install curl aria2)")
+    cases = set(args.cases.split(","))
+    print(f"{os.cpu_count()} CPUs; {args.rounds} rounds; load average {os.getloadavg()[0]:.1f}")
 
     with tempfile.TemporaryDirectory(prefix="ps-bench-") as tmp:
         work = Path(tmp)
+        if "throttled" in cases:
+            with ThrottledOrigin() as throttled:
+                run_throttled(args, work, throttled)
+        if not cases & {"big", "small"}:
+            return
         # nginx workers run as another user: they must be able to read the files.
         work.chmod(0o755)
         root = work / "www"
         root.mkdir(mode=0o755)
-        make_files(root, args.big_mb, args.small)
+        make_files(root, args.big_mb if "big" in cases else 1, args.small)
         # Read once so every contender gets the origin's file from the page cache.
         with open(root / "big.bin", "rb") as f:
             while f.read(16 * MiB):
                 pass
         with StaticOrigin(root, work) as origin:
-            print(f"origin: {origin.kind} on 127.0.0.1:{origin.port}")
-            print(
-                f"files:  1 x {args.big_mb} MiB, {args.small} x 1 MiB;"
-                f" {os.cpu_count()} CPUs; {args.rounds} rounds"
-            )
-            run(args, work, origin)
+            print(f"\norigin: {origin.kind} on 127.0.0.1:{origin.port}")
+            if "big" in cases:
+                run_big(args, work, origin)
+            if "small" in cases:
+                run_small(args, work, origin)
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
-def run(args: argparse.Namespace, work: Path, origin: StaticOrigin) -> None:
+ARIA = ["aria2c", "-q", "--file-allocation=none", "--allow-overwrite=true"]
+
+
+def run_throttled(args: argparse.Namespace, work: Path, origin: ThrottledOrigin) -> None:
+    size = args.throttled_mb * 1_000_000
+    url = origin.url(size, int(args.conn_rate * 1_000_000))
+    out = work / "out"
+    rows = [
+        Row("curl (one connection)", [], size),
+        Row("aria2c -x4 -s4", [], size),
+        Row("progress-server, transfer only", [], size),
+        Row("progress-server, submit->completed", [], size),
+    ]
+    print(f"\nthrottled origin: {args.throttled_mb} MB, each connection at {args.conn_rate:g} MB/s")
+    for i in range(args.rounds):
+        rows[0].runs.append(timed(lambda: sh("curl", "-sf", "-o", str(fresh(out) / "t"), url)))
+        rows[1].runs.append(timed(lambda: sh(*ARIA, "-x4", "-s4", "-d", str(fresh(out)), url)))
+        shutil.rmtree(out, ignore_errors=True)
+        with Server(work / f"server-throttled-{i}") as server:
+            total, transfer = server.download_all([url])
+        rows[2].runs.append(transfer)
+        rows[3].runs.append(total)
+        shutil.rmtree(work / f"server-throttled-{i}", ignore_errors=True)
+    report("throttled", rows, baselines=2)
+    print(
+        f"  goals: {rows[0].seconds / rows[2].seconds:.2f} x one curl connection (>= 3.5),"
+        f" {rows[1].seconds / rows[2].seconds:.2f} x aria2c -x4 (>= 1.0), transfer only;"
+        f" {rows[0].seconds / rows[3].seconds:.2f} / {rows[1].seconds / rows[3].seconds:.2f}"
+        " submit->completed"
+    )
+
+
+def run_big(args: argparse.Namespace, work: Path, origin: StaticOrigin) -> None:
     out = work / "out"
     big_url = origin.url("big.bin")
-    urls = [origin.url(f"small/{i}.bin") for i in range(args.small)]
-    listing = work / "urls.txt"
-    listing.write_text("\n".join(urls) + "\n")
-    curl_many = ["curl", "-sf", "--parallel", "--parallel-max", "16"]
-    for i, u in enumerate(urls):
-        curl_many += ["-o", f"{i}.bin", u]
-    aria = ["aria2c", "-q", "--file-allocation=none", "--allow-overwrite=true"]
-    big, small = args.big_mb * MiB, args.small * MiB
+    big = args.big_mb * MiB
     big_rows = [
         Row("curl", [], big),
         Row("aria2c -x1 (one connection)", [], big),
@@ -308,22 +420,15 @@ def run(args: argparse.Namespace, work: Path, origin: StaticOrigin) -> None:
         Row("progress-server, transfer only", [], big),
         Row("progress-server, submit->completed", [], big),
     ]
-    small_rows = [
-        Row("curl --parallel-max 16", [], small),
-        Row("aria2c -j 16", [], small),
-        Row("progress-server, transfer only", [], small),
-        Row("progress-server, submit->completed", [], small),
-    ]
-
     peaks: list[int] = []
     rss: list[tuple[int, int]] = []
-    lags: dict[str, list[float]] = {"big": [], "small": []}
+    lags: list[float] = []
     for i in range(args.rounds):
         big_rows[0].runs.append(
             timed(lambda: sh("curl", "-sf", "-o", str(fresh(out) / "b"), big_url))
         )
         big_rows[1].runs.append(
-            timed(lambda: sh(*aria, "-x1", "-s1", "-d", str(fresh(out)), big_url))
+            timed(lambda: sh(*ARIA, "-x1", "-s1", "-d", str(fresh(out)), big_url))
         )
         # What progress-server does before `completed`: the bytes are on the disk.
         big_rows[2].runs.append(timed(lambda: curl_and_sync(big_url, fresh(out) / "b")))
@@ -335,50 +440,124 @@ def run(args: argparse.Namespace, work: Path, origin: StaticOrigin) -> None:
             total, transfer = server.download_all([big_url])
             after, peak = server.memory()
             lag = server.worst_lag_ms()
-        lags["big"].append(lag if lag is not None else server.worst_lag_ms() or float("nan"))
+        lags.append(lag if lag is not None else server.worst_lag_ms() or float("nan"))
         big_rows[3].runs.append(transfer)
         big_rows[4].runs.append(total)
         rss.append((before, after))
         peaks.append(peak)
         shutil.rmtree(work / f"server-big-{i}", ignore_errors=True)
 
+    report(f"big file ({args.big_mb} MiB)", big_rows, baselines=3)
+    print(
+        f"  goals: {big_rows[0].seconds / big_rows[3].seconds:.2f} /"
+        f" {big_rows[0].seconds / big_rows[4].seconds:.2f} of curl's throughput (>= 0.9);"
+        f" {big_rows[2].seconds / big_rows[3].seconds:.2f} /"
+        f" {big_rows[2].seconds / big_rows[4].seconds:.2f} of curl's with its file fsynced"
+        " (>= 1.0), transfer only / submit->completed"
+    )
+    rss_text = ", ".join(f"{b / MiB:.0f}->{a / MiB:.0f}" for b, a in rss)
+    print(f"  server RSS before->after each download: {rss_text} MiB")
+    print(f"  server peak RSS (VmHWM) per run: {', '.join(f'{p / MiB:.0f}' for p in peaks)} MiB")
+    print(f"  worst event-loop lag per run: {', '.join(f'{v:.1f}' for v in lags)} ms (goal < 50)")
+
+
+def run_small(args: argparse.Namespace, work: Path, origin: StaticOrigin) -> None:
+    out = work / "out"
+    urls = [origin.url(f"small/{i}.bin") for i in range(args.small)]
+    listing = work / "urls.txt"
+    listing.write_text("\n".join(urls) + "\n")
+    curl_many = ["curl", "-sf", "--parallel", "--parallel-max", "16"]
+    for i, u in enumerate(urls):
+        curl_many += ["-o", f"{i}.bin", u]
+    small = args.small * MiB
+    small_rows = [
+        Row("curl --parallel-max 16", [], small),
+        Row("aria2c -j 16", [], small),
+        Row("progress-server, transfer only", [], small),
+        Row("progress-server, submit->completed", [], small),
+    ]
+    peaks: list[int] = []
+    lags: list[float] = []
     small_args = ("--max-concurrent", "16", "--max-per-host", "16")
     for i in range(args.rounds):
         small_rows[0].runs.append(timed(lambda: sh(*curl_many, cwd=fresh(out))))
         small_rows[1].runs.append(
-            timed(lambda: sh(*aria, "-j", "16", "-d", str(fresh(out)), "-i", str(listing)))
+            timed(lambda: sh(*ARIA, "-j", "16", "-d", str(fresh(out)), "-i", str(listing)))
         )
         shutil.rmtree(out, ignore_errors=True)
         os.sync()
         with Server(work / f"server-small-{i}", *small_args) as server:
+            spy = profiler(args.profile, f"small-{i}", server.proc.pid)
             total, transfer = server.download_all(urls)
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its samples and exits
+                spy.wait(timeout=60)
             _, peak = server.memory()
             lag = server.worst_lag_ms()
-        lags["small"].append(lag if lag is not None else server.worst_lag_ms() or float("nan"))
+        lags.append(lag if lag is not None else server.worst_lag_ms() or float("nan"))
         small_rows[2].runs.append(transfer)
         small_rows[3].runs.append(total)
         peaks.append(peak)
         shutil.rmtree(work / f"server-small-{i}", ignore_errors=True)
 
-    report(f"big file ({args.big_mb} MiB)", big_rows, baselines=3)
     report(f"{args.small} files of 1 MiB", small_rows)
-    print("\ngoals (transfer only / submit->completed):")
     print(
-        f"  big file: {big_rows[0].seconds / big_rows[3].seconds:.2f} /"
-        f" {big_rows[0].seconds / big_rows[4].seconds:.2f} of curl's throughput (goal >= 0.95);"
-        f" {big_rows[2].seconds / big_rows[3].seconds:.2f} /"
-        f" {big_rows[2].seconds / big_rows[4].seconds:.2f} of curl's with its file fsynced"
+        f"  goal: {small_rows[1].seconds / small_rows[2].seconds:.2f} /"
+        f" {small_rows[1].seconds / small_rows[3].seconds:.2f} of aria2c -j 16's (>= 1.0),"
+        " transfer only / submit->completed"
     )
-    print(
-        f"  small files: {small_rows[1].seconds / small_rows[2].seconds:.2f} /"
-        f" {small_rows[1].seconds / small_rows[3].seconds:.2f} of aria2c -j 16's (goal >= 1.0)"
-    )
-    rss_text = ", ".join(f"{b / MiB:.0f}->{a / MiB:.0f}" for b, a in rss)
-    print(f"  server RSS before->after each big download: {rss_text} MiB")
     print(f"  server peak RSS (VmHWM) per run: {', '.join(f'{p / MiB:.0f}' for p in peaks)} MiB")
-    for kind, values in lags.items():
-        shown = ", ".join(f"{v:.1f}" for v in values)
-        print(f"  worst event-loop lag per {kind}-file run: {shown} ms (goal < 50)")
+    print(f"  worst event-loop lag per run: {', '.join(f'{v:.1f}' for v in lags)} ms (goal < 50)")
+    if args.profile:
+        hottest(sorted(args.profile.glob("small-*.txt")))
+
+
+def profiler(folder: Path | None, name: str, pid: int | None) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the server (every thread, 250 Hz) until sent SIGINT."""
+    if folder is None or pid is None:
+        return None
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw"]
+    command += ["--nonblocking", "-o", str(folder / f"{name}.txt")]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # attached before the first request
+    return proc
+
+
+def hottest(paths: list[Path], top: int = 25) -> None:
+    """The functions the samples were in (self) and under (total), over every file."""
+    own: collections.Counter[str] = collections.Counter()
+    under: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for path in paths:
+        for line in path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            frames = [_short(f) for f in stack.split(";") if not f.startswith("process ")]
+            frames = [f for f in frames if not f.startswith("thread ")]
+            if not frames:
+                continue
+            n = int(count)
+            samples += n
+            own[frames[-1]] += n
+            for frame in set(frames):
+                under[frame] += n
+    if not samples:
+        print("  profile: no samples")
+        return
+    print(f"\n  profile: {samples} samples over {len(paths)} runs (self %, then total %)")
+    for frame, n in own.most_common(top):
+        print(f"    self  {100 * n / samples:5.1f} %  {frame}")
+    for frame, n in under.most_common(top):
+        print(f"    total {100 * n / samples:5.1f} %  {frame}")
+
+
+def _short(frame: str) -> str:
+    """`fn (path/to/module.py:12)` -> `fn (module.py)`."""
+    found = re.match(r"(.*) \((?:.*/)?([^/:]+)(?::\d+)?\)$", frame.strip())
+    return f"{found[1]} ({found[2]})" if found else frame.strip()
 
 
 if __name__ == "__main__":

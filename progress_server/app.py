@@ -26,7 +26,7 @@ from progress_server.appkeys import (
     WS_HUB,
 )
 from progress_server.auth import FailedLoginLimiter, KeyRing
-from progress_server.downloader import Downloader
+from progress_server.engine import Downloader
 from progress_server.events import EventBus
 from progress_server.fanout import Hub
 from progress_server.looplag import LoopLagMonitor

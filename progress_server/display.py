@@ -7,7 +7,7 @@ formats live updates in the browser by the same rules; tests/unit/test_display.p
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -134,6 +134,26 @@ def display_name(url: str, filename: str | None, produced: str | None = None) ->
     parts = urlsplit(url)
     last = unquote(parts.path.rsplit("/", 1)[-1])
     return last or parts.hostname or url
+
+
+# Eighths of a column, left to right: how much of the bytes a column stands for arrived.
+_EIGHTHS = " ▏▎▍▌▋▊▉█"
+
+
+def segment_bar(segments: Sequence[Sequence[int]], total: int, width: int = 48) -> str:
+    """A split download's parts as one thin bar: each column stands for `total / width`
+    bytes and fills by the share of them received (`segments` are `[start, end, done]`,
+    the record's *extra* field), so each connection's progress shows where it fetches."""
+    if total <= 0 or width <= 0:
+        return ""
+    received = [(start, start + done) for start, _end, done in segments]
+    columns = []
+    for column in range(width):
+        low, high = total * column // width, total * (column + 1) // width
+        got = sum(max(0, min(high, b) - max(low, a)) for a, b in received)
+        share = got / (high - low) if high > low else 1.0
+        columns.append(_EIGHTHS[min(8, int(share * 8))])
+    return "▕" + "".join(columns) + "▏"
 
 
 def host_of(url: str) -> str:

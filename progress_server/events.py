@@ -59,7 +59,12 @@ class EventLog(Protocol):
 
 class LocalLog:
     """One process owns the log: seqs from blocks reserved in the store, each event
-    delivered as soon as it is persisted, all under one lock so delivery follows seq."""
+    delivered once it is persisted and every event before it was delivered.
+
+    The lock orders seq assignment only. Persisting runs outside it, so the store can
+    group-commit every lifecycle event of the moment (many tasks' events share a commit);
+    delivery waits its turn (`_InOrder`), so subscribers still see events in seq order,
+    which is what makes replay-then-live gapless."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -67,16 +72,18 @@ class LocalLog:
         self._next_seq = 1
         self._reserved = 0
         self._deliver: Deliver | None = None
+        self._in_order = _InOrder(1)
 
     @property
     def last_seq(self) -> int:
-        return self._next_seq - 1
+        return self._in_order.delivered
 
     async def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
         reserved = await self._store.seq_reserved()
         stored = await self._store.max_event_seq()
         self._next_seq = max(reserved, stored) + 1
+        self._in_order = _InOrder(self._next_seq)
         await self._reserve()
 
     async def stop(self) -> None:
@@ -93,12 +100,21 @@ class LocalLog:
             if self._next_seq > self._reserved:
                 await self._reserve()
             event = dataclasses.replace(draft, seq=self._next_seq)
+            self._next_seq += 1
+        delivered = self._in_order.ticket(event.seq)
+        try:
             if persist is not None:
                 event = await persist(event)
-            self._next_seq += 1
-            assert self._deliver is not None, "the log is not started"
-            self._deliver(event, progress)
-            return event
+        except BaseException:
+            # Never stored, never heard of: its seq stays unused, later events go on.
+            self._in_order.done(event.seq, None)
+            raise
+        deliver = self._deliver
+        assert deliver is not None, "the log is not started"
+        stored = event
+        self._in_order.done(stored.seq, lambda: deliver(stored, progress))
+        await delivered
+        return stored
 
 
 class EventBus:
@@ -162,6 +178,15 @@ class EventBus:
             _tell(subscriber, event)
         return event
 
+    def show_progress(self, task_id: str, progress: Progress) -> None:
+        """Let polling and the record see `progress` now, without an event: a transfer's
+        first figures, before its first progress frame is due."""
+        current = self.snapshots.get(task_id)
+        if current is not None:
+            self.snapshots.update(
+                task_id, current.owner_key_id, current.state, progress, time.time()
+            )
+
     def _current_progress(self, task_id: str) -> Progress:
         current = self.snapshots.get(task_id)
         return current.progress if current else Progress()
@@ -212,3 +237,38 @@ def _tell(subscriber: Subscriber, event: Event) -> None:
         subscriber(event)
     except Exception:  # a broken subscriber must not stop the others
         log.exception("event subscriber failed")
+
+
+class _InOrder:
+    """Runs each seq's delivery in seq order, whenever the events before it are done (stored
+    or given up), however their writes were grouped or finished."""
+
+    def __init__(self, first: int) -> None:
+        self._next = first
+        self._ready: dict[int, Callable[[], None] | None] = {}
+        self._waiting: dict[int, asyncio.Future[None]] = {}
+
+    @property
+    def delivered(self) -> int:
+        return self._next - 1
+
+    def ticket(self, seq: int) -> asyncio.Future[None]:
+        """A future resolved once `seq` is delivered (or given up)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting[seq] = waiter
+        return waiter
+
+    def done(self, seq: int, deliver: Callable[[], None] | None) -> None:
+        """`seq` may go: run its `deliver` (None: nothing to deliver) in its turn."""
+        self._ready[seq] = deliver
+        while self._next in self._ready:
+            seq_now = self._next
+            action = self._ready.pop(seq_now)
+            self._next += 1
+            try:
+                if action is not None:
+                    action()
+            finally:
+                waiter = self._waiting.pop(seq_now, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)

@@ -78,7 +78,8 @@ class Metrics:
         self._last_bytes: dict[str, int] = {}
         histogram = Histogram(
             _PREFIX + "sqlite_write_seconds",
-            "Duration of SQLite write transactions, commit included.",
+            "Seconds from a SQLite write's request to its commit (writes ready together "
+            "share one group commit).",
             labelnames=["node"] if node else [],
             buckets=_WRITE_BUCKETS,
             registry=self.registry,
@@ -110,8 +111,12 @@ class Metrics:
                 self.bytes_downloaded += now - before
             self._last_bytes[event.task_id] = now
             return
-        if event.name is EventName.STARTED and event.body.get("restarted_from_zero"):
-            self._last_bytes[event.task_id] = 0
+        if event.name is EventName.STARTED:
+            # Counted from what the task held when it started: its first progress frame
+            # may come only at its end.
+            held = self.bus.snapshots.get(event.task_id)
+            kept = held.progress.downloaded_bytes if held is not None else 0
+            self._last_bytes[event.task_id] = 0 if event.body.get("restarted_from_zero") else kept
         elif event.name in (EventName.RETRYING, EventName.ERROR):
             error_type = str(event.body.get("error", {}).get("type", "unknown"))
             if event.name is EventName.RETRYING:
@@ -171,7 +176,7 @@ class _Collector(Collector):
         )
         yield GaugeMetricFamily(
             _PREFIX + "sqlite_last_write_seconds",
-            "Duration of the last SQLite write transaction.",
+            "Seconds from the last SQLite write's request to its commit.",
             value=m.store.last_write_seconds,
         )
         if m.loop_lag is not None:

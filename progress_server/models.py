@@ -153,6 +153,9 @@ TASK_RECORD_KEYS = (
     "updated_at",
 )
 TASK_RECORD_OPTIONAL_KEYS = ("sha256", "options", "node")
+# *extra* keys of a download under way, from the task's run (CONTRACT.md,
+# "Segmented downloads"): `connections` open now; `segments` of a split download.
+TASK_RECORD_LIVE_KEYS = ("connections", "segments")
 # *extra* keys of media tasks only (CONTRACT.md, "Media sources"): `source` when yt-dlp
 # fetches it; a playlist's parent lists its `entries`, each entry names its `parent_id`.
 TASK_RECORD_MEDIA_KEYS = ("source", "parent_id", "playlist_index", "entries")

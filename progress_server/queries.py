@@ -7,7 +7,7 @@ does not exist.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from progress_server.auth import Principal
 from progress_server.downloads_dir import DownloadsDir
 from progress_server.errors import Conflict, NotFound
 from progress_server.events import EventBus
-from progress_server.models import Event, Progress, Task, TaskState
+from progress_server.models import JSON, Event, Progress, Task, TaskState
 from progress_server.snapshots import TaskSnapshot
 from progress_server.store import Store
 
@@ -28,10 +28,18 @@ class TaskPage:
 
 
 class TaskQueries:
-    def __init__(self, store: Store, bus: EventBus, downloads: DownloadsDir) -> None:
+    def __init__(
+        self,
+        store: Store,
+        bus: EventBus,
+        downloads: DownloadsDir,
+        transfer_view: Callable[[str], JSON] = lambda _task_id: {},
+    ) -> None:
         self._store = store
         self._bus = bus
         self._downloads = downloads
+        # The *extra* figures of a transfer under way (by task id), from the task's run.
+        self._transfer_view = transfer_view
 
     async def get(self, task_id: str) -> Task | None:
         return await self._store.get_task(task_id)
@@ -61,6 +69,11 @@ class TaskQueries:
         """The task's progress as the last event told it (fresher than the stored row)."""
         snapshot = self._bus.snapshots.get(task.task_id)
         return snapshot.progress if snapshot else None
+
+    def live_fields(self, task: Task) -> JSON:
+        """The record's *extra* figures of a download under way: `connections` and, when it
+        is split, `segments`."""
+        return self._transfer_view(task.task_id)
 
     def snapshot(self, who: Principal, task_id: str) -> TaskSnapshot | None:
         """The polling snapshot of a task this key may see (no SQL: polled often)."""

@@ -6,7 +6,7 @@ Figures are formatted by progress_server.display, so the terminal reads as the s
 from __future__ import annotations
 
 from progress_server.client import TaskRecord
-from progress_server.display import Figures, display_name, progress_figures
+from progress_server.display import Figures, display_name, progress_figures, segment_bar
 
 
 def record_name(record: TaskRecord) -> str:
@@ -59,6 +59,15 @@ def describe(record: TaskRecord) -> str:
     if record["state"] == "downloading":
         summary += f"  {shown.speed}  ETA {shown.eta}"
     lines.append(("Progress", summary))
+    total = record["progress"]["total_bytes"]
+    segments = record.get("segments")
+    if segments and total:
+        # A split download: where each connection fetches, as aria2's front ends draw it.
+        parts = f"{segment_bar(segments, total)} {len(segments)} parts"
+        connections = record.get("connections")
+        if connections:
+            parts += f", {connections} connections open"
+        lines.append(("Segments", parts))
     result = record.get("result")
     if result:
         produced = f"{result.get('filename')}, {result.get('size_mb')} MiB"

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 
 from progress_server import filenames
 from progress_server.coordination import NO_LEASE, LeaseLost, RunLease
-from progress_server.downloader import Downloader, DownloadError
 from progress_server.downloads_dir import DownloadsDir
+from progress_server.engine import Downloader, DownloadError
 from progress_server.events import EventBus
 from progress_server.lifecycle import TaskLifecycle
 from progress_server.media.download_phase import MediaDownloadPhase
@@ -88,7 +88,13 @@ class TaskRun:
         self.holds_slot = False
         self.host = urlsplit(task.url).hostname or ""
         self.transferring = False
+        # Connections the transfer has open now (a split download uses several).
+        self.connections = 0
         self._last_progress: JSON | None = None
+        # Whether this run sent a progress frame yet (the spacing is kept after one).
+        self._framed = False
+        # The write of the last response's facts (validators, size), while it is pending.
+        self._facts: asyncio.Future[None] | None = None
         self._last_processing_report = float("-inf")
         self._last_processing: JSON | None = None
         # *extra* fields of this run's progress events (a media task's `fragments`).
@@ -168,7 +174,10 @@ class TaskRun:
             change=TaskChange(attempts=task.attempts + 1),
             lease=self.lease,
         )
-        outcome = await self.ctx.downloader.download(task, self)
+        try:
+            outcome = await self.ctx.downloader.download(task, self)
+        finally:
+            await self._stored_facts()
         assert task.filename is not None
         self.transferring = False
         if self.tracker.total_bytes is None:
@@ -250,8 +259,24 @@ class TaskRun:
         change = TaskChange(
             etag=etag, last_modified=last_modified, total_bytes=total, downloaded_bytes=offset
         )
-        await self.ctx.lifecycle.update(self.task, change, self.lease)
-        await self.emit_progress(force=True)
+        # Stored while the bytes flow (no one waits for it: a crash before it lands only
+        # costs a resume its validator, so the download starts over); waited for before
+        # the task's next transition, which it thus always precedes.
+        await self._stored_facts()
+        self._facts = asyncio.ensure_future(
+            self.ctx.lifecycle.update(self.task, change, self.lease)
+        )
+        # The first frame comes one interval from now, like every other, or as the final
+        # 100 % frame if the file is done before: a file fetched in a blink then has one
+        # progress frame and does not wait out an interval after a 0 % one.
+        self.tracker.mark_emitted()
+        self.ctx.bus.show_progress(self.task.task_id, self.tracker.snapshot())
+
+    async def _stored_facts(self) -> None:
+        """Wait for the facts of the last response to be stored (see response_started)."""
+        facts, self._facts = self._facts, None
+        if facts is not None:
+            await asyncio.shield(facts)
 
     async def restarted_from_zero(self, reason: str) -> None:
         # Said in the history as an *extra* started event, so a reader sees why bytes fell.
@@ -267,9 +292,25 @@ class TaskRun:
         self.lease.check()
 
     async def received(self, nbytes: int) -> None:
-        self.tracker.add(nbytes)
-        if self.tracker.due():
-            await self.emit_progress()
+        tracker = self.tracker
+        tracker.add(nbytes)
+        if tracker.until_due() > 0 or self._ending_within_interval():
+            return
+        tracker.mark_emitted()
+        await self.emit_progress()
+
+    def _ending_within_interval(self) -> bool:
+        # The final 100 % frame keeps the interval's spacing too; a frame sent in the
+        # last interval would make the end of the download wait for it.
+        tracker = self.tracker
+        if tracker.total_bytes is None:
+            return False
+        speed = tracker.speed_bps()
+        remaining = tracker.total_bytes - tracker.downloaded_bytes
+        return speed > 0 and remaining < speed * tracker.interval
+
+    async def connections_changed(self, open_now: int) -> None:
+        self.connections = open_now
 
     async def attempt_failed(self, error: DownloadError, attempt: int, delay: float) -> None:
         self.transferring = False
@@ -316,17 +357,35 @@ class TaskRun:
         if not force and wire == self._last_progress:
             return
         if force:
-            # Forced frames (the first of an attempt, the final 100 %) keep the
-            # --progress-interval spacing too: wait out the rest of it, then count as sent.
-            delay = self.tracker.until_due()
+            # The forced final 100 % frame keeps the --progress-interval spacing after an
+            # earlier frame too: wait out the rest of it, then count as sent.
+            delay = self.tracker.until_due() if self._framed else 0.0
             if delay > 0:
                 await asyncio.sleep(delay)
                 progress = self.tracker.snapshot()
                 wire = progress.to_wire()
             self.tracker.mark_emitted()
         self._last_progress = wire
-        body = {"progress": wire, **self.progress_extra}
+        body: JSON = {"progress": wire, **self.progress_extra}
+        view = self.transfer_view()
+        if "segments" in view:
+            # Only a split download's events carry the *extra* figures: the guide's event
+            # keeps its exact shape for every other.
+            body.update(view)
+        self._framed = True
         await self._publish(EventName.PROGRESS, TaskState.DOWNLOADING, body, progress)
+
+    def transfer_view(self) -> JSON:
+        """*extra* figures of a transfer under way: its connections open now and, when it
+        is split, its segments (`[start, end, done]`) for a multi-part bar."""
+        if not self.transferring:
+            return {}
+        # The first response is open before its connection is counted.
+        view: JSON = {"connections": max(self.connections, 1)}
+        segments = self.ctx.downloader.segments_of(self.task.task_id)
+        if segments is not None:
+            view["segments"] = segments
+        return view
 
     async def _publish(
         self, name: EventName, state: TaskState, body: JSON, progress: Progress | None = None

@@ -18,13 +18,14 @@ import uuid
 
 from progress_server import transitions
 from progress_server.coordination import Coordinator, LeaseLost, LocalCoordinator, RunLease
-from progress_server.downloader import Downloader
 from progress_server.downloads_dir import DownloadsDir
+from progress_server.engine import Downloader
 from progress_server.errors import Conflict, IdempotencyConflict, ShuttingDown
 from progress_server.events import EventBus
 from progress_server.lifecycle import TaskLifecycle, log_deleted, log_submitted
 from progress_server.media import source as media_source
 from progress_server.models import (
+    JSON,
     ErrorType,
     Event,
     EventName,
@@ -61,11 +62,12 @@ class Scheduler:
         self.settings = settings
         self._store = store
         self._bus = bus
+        self._downloader = downloader
         # Which task runs here next: an in-memory queue, or claims in a cluster.
         self.coordinator = coordinator or LocalCoordinator(settings, store)
         self.downloads = DownloadsDir(settings.downloads_dir, store)
         self.lifecycle = TaskLifecycle(bus, self.coordinator.writes)
-        self.queries = TaskQueries(store, bus, self.downloads)
+        self.queries = TaskQueries(store, bus, self.downloads, self._transfer_view)
         self.playlists = Playlists(
             store, bus, self.lifecycle, settings.progress_interval, self, self.coordinator.exclusive
         )
@@ -104,8 +106,7 @@ class Scheduler:
     async def recover(self, task: Task) -> Task:
         """An unfinished task found at start-up, made ready to run again."""
         if self.downloads.has_part(task):
-            # The .part file is the truth after a crash; the stored count may lag behind it.
-            task.downloaded_bytes = self.downloads.part_size(task)
+            task.downloaded_bytes = await self._kept_bytes(task)
         if task.state is TaskState.PROCESSING:
             log.debug("task %s: processing again after restart", task.task_id)
         elif task.state is TaskState.DOWNLOADING:
@@ -169,7 +170,8 @@ class Scheduler:
                 persist=insert,
             )
 
-        async with self._submit_lock:
+        # Only a key needs the lock: others are stored side by side (in one group commit).
+        async with self._submit_lock if new.idempotency_key else contextlib.nullcontext():
             # Looked up under the lock that also covers the insert: two requests carrying
             # one key at once must get one task, not a UNIQUE violation.
             if new.idempotency_key:
@@ -191,6 +193,15 @@ class Scheduler:
         log_submitted(task)
         self.coordinator.queue(task)
         return task, True
+
+    async def _kept_bytes(self, task: Task) -> int:
+        """What a resume keeps (the stored count may lag behind): yt-dlp's for media."""
+        if task.is_media:
+            return self.downloads.part_size(task)
+        return await self._downloader.kept_bytes(task)
+
+    def _transfer_view(self, task_id: str) -> JSON:
+        return run.transfer_view() if (run := self._running.get(task_id)) else {}
 
     async def _by_key(self, owner_key_id: int, key: str, now: float) -> Task | None:
         since = now - IDEMPOTENCY_WINDOW
@@ -272,7 +283,7 @@ class Scheduler:
         return await self._requeue(task)
 
     async def _requeue(self, task: Task) -> Task:
-        task.downloaded_bytes = self.downloads.part_size(task)
+        task.downloaded_bytes = await self._kept_bytes(task)
         await self.lifecycle.transition(
             task,
             EventName.QUEUED,

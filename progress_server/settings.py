@@ -154,6 +154,32 @@ class Settings:
         default=2,
         metadata=option("Downloads running at once from one host.", minimum=1, maximum=1000),
     )
+    segments: int = field(
+        default=4,
+        metadata=option(
+            "Ranged connections one download may use at once, each fetching its own part of "
+            "the file (1: one connection). Only files the origin serves in ranges with a "
+            "validator, and at least twice --min-segment-size, are split. A task may set its "
+            "own 'segments'.",
+            minimum=1,
+            maximum=16,
+        ),
+    )
+    min_segment_size: int = field(
+        default=8 * 1024 * 1024,
+        metadata=option("Bytes; no part of a split download is smaller than this.", minimum=65536),
+    )
+    # A task's first connection always opens, so extra connections never keep a queued task
+    # from starting; only the extras wait for room.
+    max_connections_per_host: int = field(
+        default=16,
+        metadata=option(
+            "Connections open to one host across all downloads. The first connection of a "
+            "download always opens; only its extra connections wait for room.",
+            minimum=1,
+            maximum=1000,
+        ),
+    )
     max_retries: int = field(
         default=5,
         metadata=option(

@@ -122,6 +122,8 @@
       el,
       state: el.dataset.state,
       progress: null,
+      // A split download's parts, [start, end, done] each, from its last progress event.
+      segments: null,
       processing: null,
       error: null,
       // The last download.retrying while the task waits to try again.
@@ -214,6 +216,32 @@
     }
     setText(field(row, "speed"), downloading ? formatSpeed(p.speed_mbps) : DASH);
     setText(field(row, "eta"), formatEta(eta));
+    drawSegments(row, downloading ? p.total_bytes : null);
+  }
+
+  // The thin multi-part strip under the bar (as aria2's front ends draw it): one part per
+  // segment, placed where it lies in the file and filled as far as its connection got.
+  function drawSegments(row, total) {
+    const strip = field(row, "segments");
+    if (!strip) return;
+    const parts = total ? row.segments : null;
+    if (!parts || parts.length === 0) {
+      if (!strip.hidden) strip.hidden = true;
+      return;
+    }
+    while (strip.children.length > parts.length) strip.lastChild.remove();
+    while (strip.children.length < parts.length) {
+      const part = document.createElement("span");
+      part.appendChild(document.createElement("span"));
+      strip.appendChild(part);
+    }
+    parts.forEach(([start, end, done], i) => {
+      const part = strip.children[i];
+      part.style.left = `${(100 * start) / total}%`;
+      part.style.width = `${(100 * (end - start)) / total}%`;
+      part.firstChild.style.width = end > start ? `${(100 * done) / (end - start)}%` : "100%";
+    });
+    strip.hidden = false;
   }
 
   // A record from the REST API: names, result and error. Its state is applied only when
@@ -230,6 +258,7 @@
     if (withState) {
       row.state = record.state;
       if (record.progress) row.progress = record.progress;
+      row.segments = record.segments || null;
     }
     render(row);
     return row;
@@ -266,6 +295,8 @@
     if (!row) row = createRow(ev.task_id);
     if (ev.state) row.state = ev.state;
     if (ev.progress) row.progress = ev.progress;
+    // Each progress event says the parts anew; any other event ends what they showed.
+    row.segments = ev.event === "download.progress" ? ev.segments || null : null;
     if (ev.event !== "download.retrying") row.retrying = null;
     switch (ev.event) {
       case "download.queued":

@@ -197,19 +197,21 @@ class CountingOrigin(Origin):
 
     def __init__(self) -> None:
         super().__init__()
-        self.in_flight: dict[str, int] = {}
+        # (Origin's own `in_flight` counts per path.)
+        self.host_in_flight: dict[str, int] = {}
         self.most_in_flight: dict[str, int] = {}
         self.most_at_once = 0
 
     async def _serve_file(self, request: web.Request) -> web.StreamResponse:
         host = request.url.host or ""
-        self.in_flight[host] = self.in_flight.get(host, 0) + 1
-        self.most_in_flight[host] = max(self.most_in_flight.get(host, 0), self.in_flight[host])
-        self.most_at_once = max(self.most_at_once, sum(self.in_flight.values()))
+        self.host_in_flight[host] = self.host_in_flight.get(host, 0) + 1
+        most = max(self.most_in_flight.get(host, 0), self.host_in_flight[host])
+        self.most_in_flight[host] = most
+        self.most_at_once = max(self.most_at_once, sum(self.host_in_flight.values()))
         try:
             return await super()._serve_file(request)
         finally:
-            self.in_flight[host] -= 1
+            self.host_in_flight[host] -= 1
 
 
 def stored(frames: Sequence[JSON]) -> list[JSON]:

@@ -1,9 +1,11 @@
 """A fault-injecting HTTP origin for tests and benchmarks.
 
 `Origin` is a small aiohttp app on 127.0.0.1 whose `/file` route serves deterministic
-pseudo-random bytes (`payload`) and misbehaves on request: throttling, dropped
-connections, stalls, error statuses, lying lengths, redirects, changing validators.
-Every fault is chosen by query parameters, so a test only has to build a URL.
+pseudo-random bytes (`payload`) and misbehaves on request: throttling (per response or per
+TCP connection), dropped connections, stalls, error statuses, lying lengths, redirects,
+changing validators, ranges honoured only once, 429 for connections over a limit, gzip.
+Every fault is chosen by query parameters, so a test only has to build a URL. It counts
+the body bytes it sent and the responses in flight, per path.
 
 This module is imported by bench/ scripts as well, so it must not import pytest.
 """
@@ -12,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gzip
 import hashlib
 import random
+import weakref
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
@@ -72,6 +76,12 @@ def iter_payload(size: int, seed: int = 0, start: int = 0, chunk: int = _BLOCK) 
 def payload(size: int, seed: int = 0) -> bytes:
     """The whole file served by `/file?size=SIZE&seed=SEED` (materialised in memory)."""
     return payload_slice(0, size, seed)
+
+
+@functools.lru_cache(maxsize=4)
+def gzip_payload(size: int, seed: int = 0) -> bytes:
+    """The bytes `/file?size=SIZE&seed=SEED&gzip=1` sends: the payload, gzip-encoded."""
+    return gzip.compress(payload(size, seed), compresslevel=1, mtime=0)
 
 
 @functools.lru_cache(maxsize=256)
@@ -149,6 +159,11 @@ class _FileParams:
     redirect_status: int
     disposition: str | None
     content_type: str
+    conn_rate: float | None
+    range_once: bool
+    busy_over: int | None
+    change_after: int | None
+    gzip: bool
 
     @classmethod
     def parse(cls, query: Mapping[str, str]) -> _FileParams:
@@ -177,6 +192,11 @@ class _FileParams:
             redirect_status=_int(query, "redirect_status", 302) or 302,
             disposition=query.get("disposition"),
             content_type=query.get("content_type") or "application/octet-stream",
+            conn_rate=float(query["conn_rate"]) if query.get("conn_rate") else None,
+            range_once=_flag(query, "range_once"),
+            busy_over=_int(query, "busy_over"),
+            change_after=_int(query, "change_after"),
+            gzip=_flag(query, "gzip"),
         )
 
 
@@ -221,6 +241,14 @@ def _query_without(query: Mapping[str, str], *names: str) -> MultiDict[str]:
 _LAST_MODIFIED_EPOCH = 1_700_000_000
 
 
+@dataclass
+class _ConnectionBudget:
+    """Bytes one TCP connection sent, and since when it counts, for `conn_rate`."""
+
+    since: float
+    sent: int = 0
+
+
 # --------------------------------------------------------------------------------------
 # The origin
 # --------------------------------------------------------------------------------------
@@ -229,15 +257,30 @@ _LAST_MODIFIED_EPOCH = 1_700_000_000
 class Origin:
     """Fault-injecting origin; see the module docstring and `_serve_file` for the knobs."""
 
-    def __init__(self, media_dir: Path | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, media_dir: Path | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.media_dir = media_dir
         self.host = host
-        self.port = 0
+        self.port = port
         self.requests: list[RequestLog] = []
         # All keyed by the raw path+query: a retry of the same URL shares the counter.
         self._hits: Counter[str] = Counter()
         self._drops: Counter[str] = Counter()
         self._stalls: Counter[str] = Counter()
+        self._ranged: Counter[str] = Counter()
+        # Per path: body bytes written, responses being sent now, and the most at once.
+        self.sent: Counter[str] = Counter()
+        self.in_flight: Counter[str] = Counter()
+        self.peak_in_flight: Counter[str] = Counter()
+        # Over all paths: responses being sent now, and the most at once.
+        self.total_in_flight = 0
+        self.peak_total_in_flight = 0
+        # Per path: requests turned away by busy_over.
+        self.turned_away: Counter[str] = Counter()
+        self._budgets: weakref.WeakKeyDictionary[asyncio.BaseTransport, _ConnectionBudget] = (
+            weakref.WeakKeyDictionary()
+        )
         self._runner: web.AppRunner | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -255,7 +298,7 @@ class Origin:
         # A short shutdown timeout keeps teardown fast when a response is mid-stall.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
+        site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
 
@@ -306,6 +349,11 @@ class Origin:
         self._hits.clear()
         self._drops.clear()
         self._stalls.clear()
+        self._ranged.clear()
+        self.sent.clear()
+        self.peak_in_flight.clear()
+        self.peak_total_in_flight = 0
+        self.turned_away.clear()
 
     # -- handlers --------------------------------------------------------------------
 
@@ -328,6 +376,10 @@ class Origin:
         Counters for `fail_times`, `drop_times` and `stall_times` are per raw
         path+query; `fail_times` counts every request (HEAD too), while the drop and
         stall counters only count responses in which that fault actually fired.
+        `busy_over=N` answers 429 (with `retry_after`) while N responses for the path are
+        already being sent; `range_once` honours only the first ranged request of the
+        URL; `change_after=N` serves a new version (new bytes, new validators) from the
+        (N+1)th request on; `conn_rate` throttles each TCP connection, across requests.
         """
         p = _FileParams.parse(request.query)
         key = request.path_qs
@@ -346,31 +398,55 @@ class Origin:
         if p.status is not None and (p.fail_times is None or nth <= p.fail_times):
             extra = {"Retry-After": p.retry_after} if p.retry_after else {}
             return web.Response(status=p.status, text=f"injected {p.status}\n", headers=extra)
+        if p.busy_over is not None and self.in_flight[request.path] >= p.busy_over:
+            extra = {"Retry-After": p.retry_after} if p.retry_after else {}
+            self.turned_away[request.path] += 1
+            return web.Response(status=429, text="too many connections\n", headers=extra)
 
-        seed = p.seed + nth if p.change_content else p.seed
-        version = nth if (p.change_etag or p.change_content) else 0
-        etag = f'"{seed}-{p.size}-{version}"'
+        seed, version = p.seed, 0
+        if p.change_content:
+            seed, version = p.seed + nth, nth
+        elif p.change_etag:
+            version = nth
+        elif p.change_after is not None and nth > p.change_after:
+            seed, version = p.seed + 1, 1
+        etag = f'"{seed}-{p.size}-{version}{"-gz" if p.gzip else ""}"'
         last_modified = formatdate(_LAST_MODIFIED_EPOCH + version, usegmt=True)
         headers = CIMultiDict[str]({"ETag": etag, "Last-Modified": last_modified})
         headers["Content-Type"] = p.content_type
         if p.disposition is not None:
             headers["Content-Disposition"] = p.disposition
+        if p.gzip:
+            encoded = gzip_payload(p.size, seed)
+            headers["Content-Encoding"] = "gzip"
+            size = len(encoded)
 
-        status, start, stop = 200, 0, p.size
+            def piece(a: int, b: int) -> bytes:
+                return encoded[a:b]
+        else:
+            size = p.size
+
+            def piece(a: int, b: int) -> bytes:
+                return payload_slice(a, b, seed)
+
+        status, start, stop = 200, 0, size
         range_header = request.headers.get("Range")
+        if p.range_once and range_header is not None and self._ranged[key] >= 1:
+            range_header = None  # "Range ignored after the first ranged request"
         if not p.no_range:
             headers["Accept-Ranges"] = "bytes"
             if range_header is not None and _if_range_matches(
                 request.headers.get("If-Range"), etag, last_modified
             ):
                 try:
-                    parsed = _parse_range(range_header, p.size)
+                    parsed = _parse_range(range_header, size)
                 except _Unsatisfiable:
-                    headers["Content-Range"] = f"bytes */{p.size}"
+                    headers["Content-Range"] = f"bytes */{size}"
                     return web.Response(status=416, headers=headers)
                 if parsed is not None:
+                    self._ranged[key] += 1
                     status, (start, stop) = 206, parsed
-                    headers["Content-Range"] = f"bytes {start}-{stop - 1}/{p.size}"
+                    headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
         body_len = stop - start
 
         # `cut`: body offset at which the connection is closed without a proper end.
@@ -405,29 +481,21 @@ class Origin:
             resp.content_length = declared
         if cut is not None:
             resp.force_close()
-        await resp.prepare(request)
-        if not is_get:
-            await resp.write_eof()
-            return resp
-
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        pos = 0
-        limit = body_len if cut is None else cut
-        while pos < limit:
-            if stall_at is not None and pos >= stall_at:
-                stall_at = None
-                await asyncio.sleep(p.stall)
-            # Chunks end exactly at the stall point so it happens after stall_after bytes.
-            end = min(pos + p.chunk, limit)
-            if stall_at is not None and pos < stall_at < end:
-                end = stall_at
-            await resp.write(payload_slice(start + pos, start + end, seed))
-            pos = end
-            if p.rate:
-                ahead = pos / p.rate - (loop.time() - started)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
+        path = request.path
+        self.in_flight[path] += 1
+        self.peak_in_flight[path] = max(self.peak_in_flight[path], self.in_flight[path])
+        self.total_in_flight += 1
+        self.peak_total_in_flight = max(self.peak_total_in_flight, self.total_in_flight)
+        try:
+            await resp.prepare(request)
+            if not is_get:
+                await resp.write_eof()
+                return resp
+            limit = body_len if cut is None else cut
+            await self._send_body(request, resp, p, piece, start, limit, stall_at)
+        finally:
+            self.in_flight[path] -= 1
+            self.total_in_flight -= 1
 
         if cut is not None:
             # Flush headers even when nothing was written, then hang up. close() (not
@@ -439,6 +507,54 @@ class Origin:
             return resp
         await resp.write_eof()
         return resp
+
+    async def _send_body(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        p: _FileParams,
+        piece: Callable[[int, int], bytes],
+        start: int,
+        limit: int,
+        stall_at: int | None,
+    ) -> None:
+        """Write body bytes `[start, start + limit)` in chunks, throttled and stalled."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        budget = self._budget(request, p, started)
+        pos = 0
+        while pos < limit:
+            if stall_at is not None and pos >= stall_at:
+                stall_at = None
+                await asyncio.sleep(p.stall)
+            # Chunks end exactly at the stall point so it happens after stall_after bytes.
+            end = min(pos + p.chunk, limit)
+            if stall_at is not None and pos < stall_at < end:
+                end = stall_at
+            await resp.write(piece(start + pos, start + end))
+            self.sent[request.path] += end - pos
+            if budget is not None:
+                budget.sent += end - pos
+            pos = end
+            if pos >= limit:
+                break  # no throttle sleep after the last byte: the response is over
+            ahead = 0.0
+            if p.rate:
+                ahead = pos / p.rate - (loop.time() - started)
+            if budget is not None and p.conn_rate:
+                ahead = max(ahead, budget.sent / p.conn_rate - (loop.time() - budget.since))
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+
+    def _budget(self, request: web.Request, p: _FileParams, now: float) -> _ConnectionBudget | None:
+        if not p.conn_rate or request.transport is None:
+            return None
+        budget = self._budgets.get(request.transport)
+        if budget is None:
+            budget = self._budgets[request.transport] = _ConnectionBudget(now)
+        # Time the connection sat idle between requests is not saved up as a burst.
+        budget.since = max(budget.since, now - budget.sent / p.conn_rate)
+        return budget
 
     def _redirect(
         self,

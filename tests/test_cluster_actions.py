@@ -53,9 +53,9 @@ async def _stays_still(path: Path, origin: CountingOrigin) -> None:
     """The part file stops growing and nobody downloads from the origin any more."""
 
     async def idle() -> bool:
-        return sum(origin.in_flight.values()) == 0
+        return sum(origin.host_in_flight.values()) == 0
 
-    await eventually(idle, 5, lambda: f"still downloading: {origin.in_flight}")
+    await eventually(idle, 5, lambda: f"still downloading: {origin.host_in_flight}")
     before = path.stat().st_size if path.exists() else -1
     await asyncio.sleep(1.0)
     after = path.stat().st_size if path.exists() else -1

@@ -111,8 +111,36 @@ async def test_longest_names_have_part_paths_that_fit(store: SqliteStore, root: 
     part = downloads.part_path(name)
     assert len(part.name.encode()) <= filenames.MAX_NAME_BYTES
     part.write_bytes(b"x" * 1234)  # the file system takes it
+    # So does the journal a split download keeps beside it, under a name of its own.
+    journal = downloads.journal_path(name)
+    assert len(journal.name.encode()) <= filenames.MAX_NAME_BYTES and journal != part
+    journal.write_text("{}")
+    assert journal != downloads.journal_path("é" * 124 + "a.bin")
     task.filename = name
-    assert downloads.has_part(task) and downloads.part_size(task) == 1234
+    assert downloads.has_part(task)
+
+
+async def test_downloads_finishing_together_are_all_placed(store: SqliteStore, root: Path) -> None:
+    downloads = DownloadsDir(root, store)
+    names = [f"f{i}.bin" for i in range(20)]
+    for name in names:
+        downloads.part_path(name).write_bytes(name.encode())
+    # One batch is renamed while the others queue up; every caller hears of its own file.
+    placed = await asyncio.gather(
+        *(downloads.place_download(downloads.part_path(n), n) for n in names)
+    )
+    assert placed == [root / n for n in names]
+    assert all((root / n).read_bytes() == n.encode() for n in names)
+    assert not list(root.glob("*.part"))
+    # A part that is not there fails its own placing only, not the batch it is in.
+    downloads.part_path("ok.bin").write_bytes(b"ok")
+    results = await asyncio.gather(
+        downloads.place_download(root / "gone.bin.part", "gone.bin"),
+        downloads.place_download(downloads.part_path("ok.bin"), "ok.bin"),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], FileNotFoundError)
+    assert results[1] == root / "ok.bin" and (root / "ok.bin").read_bytes() == b"ok"
 
 
 async def test_placing_a_download_and_an_output(store: SqliteStore, root: Path) -> None:
@@ -150,14 +178,14 @@ async def test_delete_removes_a_transcodes_output_and_source(
     task = await _task(store)
     _transcoded(task)
     files = [root / "clip.mp4", root / "clip.mkv", downloads.part_path("clip.mp4")]
-    files.append(scratch_path(root, task.task_id, "mp3"))
+    files += [downloads.journal_path("clip.mp4"), scratch_path(root, task.task_id, "mp3")]
     for path in files:
         path.write_bytes(b"x")
     (root / "other.bin").write_bytes(b"not this task's")
 
     await downloads.delete_files(task, finished_too=False)
-    # Without finished_too the finished files stay; partial and scratch ones go.
-    assert [p.exists() for p in files] == [True, True, False, False]
+    # Without finished_too the finished files stay; partial, journal and scratch ones go.
+    assert [p.exists() for p in files] == [True, True, False, False, False]
 
     await downloads.delete_files(task, finished_too=True)
     assert not any(p.exists() for p in files)

@@ -8,7 +8,7 @@ from email.utils import formatdate
 import aiohttp
 import pytest
 
-from progress_server.downloader import Downloader
+from progress_server.engine import Downloader
 from progress_server.settings import Settings
 from tests.apiclient import Api
 from tests.conftest import MakeApi

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from progress_server.app import client_session
-from progress_server.downloader import Downloader
+from progress_server.engine import Downloader
 from progress_server.events import EventBus
 from progress_server.models import TaskState
 from progress_server.new_task import NewTask

@@ -49,6 +49,9 @@ class TaskRecord(TypedDict):
     updated_at: str
     sha256: NotRequired[str]
     options: NotRequired[dict[str, Any]]
+    # While downloading: connections open now; a split download's [start, end, done] parts.
+    connections: NotRequired[int]
+    segments: NotRequired[list[list[int]]]
     # Cluster mode: the node running the task now (None when none).
     node: NotRequired[str | None]
     # Media tasks only (#13): "media"; a playlist entry's parent and place; a parent's entries.
@@ -80,6 +83,8 @@ class Event(TypedDict, total=False):
     error: TaskError
     processing: dict[str, Any]
     tasks: list[dict[str, Any]]
+    connections: int
+    segments: list[list[int]]
     attempt: int
     retry_in_seconds: float
     fragments: dict[str, Any]

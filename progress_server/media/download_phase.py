@@ -14,14 +14,14 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from progress_server.downloader import DownloadError
+from progress_server.engine import DownloadError
+from progress_server.engine.throttle import mbps_to_bps
 from progress_server.media.errors import MediaError
 from progress_server.media.job import DEFAULT_FORMAT, MediaJob
 from progress_server.media.results import ExtractedMedia, MediaFile, MediaPlaylist
 from progress_server.media.transfer import MediaTransfer
 from progress_server.models import ErrorType, EventName, Progress, TaskState
 from progress_server.store import TaskChange
-from progress_server.throttle import mbps_to_bps
 
 if TYPE_CHECKING:
     from progress_server.runner import TaskRun

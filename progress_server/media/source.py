@@ -14,6 +14,7 @@ import asyncio
 import functools
 import importlib.util
 import re
+import threading
 from collections.abc import Callable
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -34,6 +35,7 @@ _BASES = frozenset({"InfoExtractor", "LazyLoadExtractor"})
 _LEADING_FLAGS = re.compile(r"^\(\?([aiLmsux]+)\)")
 # Numbered back-references cannot be renamed; such patterns are matched on their own.
 _NUMBERED_REFERENCE = re.compile(r"\\[1-9]|\(\?\(\d")
+_BUILDING = threading.Lock()
 
 
 @functools.cache
@@ -111,7 +113,12 @@ def has_site_extractor(url: str) -> bool:
     """True when one of yt-dlp's site-specific extractors claims the URL (no network)."""
     if not media_available():
         return False
-    return any(_claims(match, url) for match in _site_matchers())
+    # functools.cache does not hold back a second caller while the first one builds: a
+    # burst of submissions right after a start had every executor thread compile the
+    # patterns at once, holding the loop for seconds.
+    with _BUILDING:
+        matchers = _site_matchers()
+    return any(_claims(match, url) for match in matchers)
 
 
 def _claims(match: Callable[[str], Any], url: str) -> bool:

@@ -17,6 +17,18 @@ from progress_server.models import (
 from progress_server.openapi.blocks import JSON, extra, nullable, ref
 from progress_server.processing.presets import PRESETS
 
+# A split download's parts: `[start, end, done]` each (byte offsets, end exclusive; `done`
+# bytes of the part received), in file order; finished neighbours read as one.
+SEGMENTS: JSON = {
+    "type": "array",
+    "items": {
+        "type": "array",
+        "items": {"type": "integer", "minimum": 0},
+        "minItems": 3,
+        "maxItems": 3,
+    },
+}
+
 
 def schemas() -> JSON:
     states = [s.value for s in TaskState]
@@ -111,6 +123,14 @@ def schemas() -> JSON:
                 "updated_at": {"type": "string", "format": "date-time"},
                 "sha256": extra({"type": "string"}, "the checksum the file must have."),
                 "options": extra({"type": "object"}, "per-task options given at submission."),
+                "connections": extra(
+                    {"type": "integer", "minimum": 1},
+                    "while downloading: the connections open to the origin now.",
+                ),
+                "segments": extra(
+                    SEGMENTS,
+                    "while a split download runs: its parts, for a multi-part bar.",
+                ),
                 "node": extra(
                     nullable("string"),
                     "cluster mode only: the node running the task now (null when none).",
@@ -149,6 +169,11 @@ def schemas() -> JSON:
                 "max_speed_mbps": extra(
                     {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1e6},
                     "a speed limit for this task, in 10^6 bytes/s.",
+                ),
+                "segments": extra(
+                    {"type": ["integer", "null"], "minimum": 1, "maximum": 16},
+                    "ranged connections this download may use at once (default: the "
+                    "server's --segments).",
                 ),
                 "post_process": extra(
                     {
@@ -203,6 +228,11 @@ def schemas() -> JSON:
                     "`download.progress` of a fragmented (HLS/DASH) media stream.",
                 ),
                 **_media_event_properties(),
+                "connections": extra(
+                    {"type": "integer", "minimum": 1},
+                    "`download.progress` of a split download: its connections open now.",
+                ),
+                "segments": extra(SEGMENTS, "`download.progress` of a split download."),
             },
         },
         "EventList": {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from progress_server.engine.partfile import sha256_of
 from progress_server.models import ErrorType
-from progress_server.partfile import sha256_of
 from progress_server.processing.pipeline import ProcessingContext, ProcessingError
 
 

@@ -1,4 +1,4 @@
-"""SqliteStore: the Store on SQLite. Only the store/sqlite*.py modules import aiosqlite.
+"""SqliteStore: the Store on SQLite. Only the store/sqlite*.py modules import sqlite3.
 
 The class is assembled from parts, each in its own module: the connections, migrations and
 write transactions (sqlite_connections.py), keys and page sessions (sqlite_keys.py), and
@@ -8,11 +8,10 @@ here the tasks and their events. All SQL is parameterised.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
-
-import aiosqlite
 
 from progress_server.models import Event, Task, TaskState
 from progress_server.store.rows import SnapshotRow, TaskChange
@@ -21,14 +20,16 @@ from progress_server.store.sqlite_rows import change_columns, event_from_row, ta
 
 
 class SqliteStore(SqliteKeysAndSessions):
-    """The Store on one SQLite file (WAL): one writer connection, one reader."""
+    """The Store on one SQLite file (WAL): writes group-committed on one thread, reads on
+    another (sqlite_connections.py)."""
 
     # -- tasks -------------------------------------------------------------------------
 
     async def insert_task(self, task: Task, idempotency_key: str | None, event: Event) -> Event:
         """Store a new task together with its first event, in one transaction."""
-        async with self._transaction() as db:
-            cur = await db.execute(
+
+        def write(db: sqlite3.Connection) -> int:
+            cur = db.execute(
                 "INSERT INTO tasks (task_id, owner_key_id, url, filename, requested_filename,"
                 " sha256, state, options, idempotency_key, request_hash, created_at,"
                 " updated_at, source, parent_id, playlist_index)"
@@ -51,34 +52,37 @@ class SqliteStore(SqliteKeysAndSessions):
                     task.playlist_index,
                 ),
             )
+            _insert_event(db, event)
             assert cur.lastrowid is not None
-            task.order = cur.lastrowid
-            await _insert_event(db, event)
+            return cur.lastrowid
+
+        task.order = await self._write(write)
         return event
 
     async def task_by_idempotency_key(
         self, owner_key_id: int, idempotency_key: str, since: float
     ) -> Task | None:
-        async with self._reader.execute(
+        row = await self._row(
             "SELECT * FROM tasks"
             " WHERE owner_key_id = ? AND idempotency_key = ? AND created_at >= ?",
             (owner_key_id, idempotency_key, since),
-        ) as cur:
-            row = await cur.fetchone()
+        )
         return None if row is None else task_from_row(row)
 
     async def clear_idempotency_key(self, owner_key_id: int, idempotency_key: str) -> None:
         """Free a key older than its 24 h window so it can name a new task."""
-        async with self._transaction() as db:
-            await db.execute(
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(
                 "UPDATE tasks SET idempotency_key = NULL"
                 " WHERE owner_key_id = ? AND idempotency_key = ?",
                 (owner_key_id, idempotency_key),
             )
 
+        await self._write(write)
+
     async def get_task(self, task_id: str) -> Task | None:
-        async with self._reader.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)) as cur:
-            row = await cur.fetchone()
+        row = await self._row("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
         return None if row is None else task_from_row(row)
 
     async def list_tasks(
@@ -100,58 +104,69 @@ class SqliteStore(SqliteKeysAndSessions):
         params.append(limit)
         order = "task_order DESC" if newest_first else "task_order"
         sql = f"SELECT * FROM tasks WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
-        async with self._reader.execute(sql, params) as cur:
-            return [task_from_row(row) for row in await cur.fetchall()]
+        rows = await self._rows(sql, params)
+        return [task_from_row(row) for row in rows]
 
     async def filenames_in_use(self) -> set[str]:
-        async with self._reader.execute(
-            "SELECT filename FROM tasks WHERE filename IS NOT NULL"
-        ) as cur:
-            return {row[0] for row in await cur.fetchall()}
+        rows = await self._rows("SELECT filename FROM tasks WHERE filename IS NOT NULL")
+        return {row[0] for row in rows}
 
     async def claim_filename(self, task_id: str, filename: str) -> bool:
-        async with self._transaction() as db:
-            cur = await db.execute(
+        def write(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
                 "UPDATE tasks SET filename = ?, updated_at = ? WHERE task_id = ?"
                 " AND NOT EXISTS (SELECT 1 FROM tasks WHERE filename = ? AND task_id != ?)",
                 (filename, time.time(), task_id, filename, task_id),
             )
             return cur.rowcount > 0
 
+        return await self._write(write)
+
     async def update_task(self, task_id: str, change: TaskChange) -> None:
-        async with self._transaction() as db:
-            await _update_task(db, task_id, change)
+        def write(db: sqlite3.Connection) -> None:
+            _update_task(db, task_id, change)
+
+        await self._write(write)
 
     async def record_transition(
         self, event: Event | None, task_id: str, change: TaskChange
     ) -> Event | None:
-        async with self._transaction() as db:
-            await _update_task(db, task_id, change)
+        def write(db: sqlite3.Connection) -> None:
+            _update_task(db, task_id, change)
             if event is not None:
-                await _insert_event(db, event)
+                _insert_event(db, event)
+
+        await self._write(write)
         return event
 
     async def save_snapshots(self, snapshots: Iterable[SnapshotRow]) -> None:
         rows = [(s.downloaded_bytes, s.total_bytes, time.time(), s.task_id) for s in snapshots]
         if not rows:
             return
-        async with self._transaction() as db:
-            await db.executemany(
+
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany(
                 "UPDATE tasks SET downloaded_bytes = ?, total_bytes = ?, updated_at = ?"
                 " WHERE task_id = ?",
                 rows,
             )
 
+        await self._write(write)
+
     async def delete_task(self, task_id: str) -> None:
-        async with self._transaction() as db:
-            await db.execute("DELETE FROM events WHERE task_id = ?", (task_id,))
-            await db.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM events WHERE task_id = ?", (task_id,))
+            db.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
+
+        await self._write(write)
 
     # -- events ------------------------------------------------------------------------
 
     async def insert_event(self, event: Event) -> Event:
-        async with self._transaction() as db:
-            await _insert_event(db, event)
+        def write(db: sqlite3.Connection) -> None:
+            _insert_event(db, event)
+
+        await self._write(write)
         return event
 
     async def events_after(
@@ -174,26 +189,26 @@ class SqliteStore(SqliteKeysAndSessions):
             params.append(owner_key_id)
         params.append(limit)
         sql = f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
-        async with self._reader.execute(sql, params) as cur:
-            return [event_from_row(row) for row in await cur.fetchall()]
+        rows = await self._rows(sql, params)
+        return [event_from_row(row) for row in rows]
 
     async def max_event_seq(self) -> int:
-        async with self._reader.execute("SELECT COALESCE(MAX(seq), 0) FROM events") as cur:
-            row = await cur.fetchone()
+        row = await self._row("SELECT COALESCE(MAX(seq), 0) FROM events")
         return int(row[0]) if row else 0
 
     async def seq_reserved(self) -> int:
-        async with self._reader.execute("SELECT reserved FROM seq_reservation WHERE id = 1") as cur:
-            row = await cur.fetchone()
+        row = await self._row("SELECT reserved FROM seq_reservation WHERE id = 1")
         return int(row[0]) if row else 0
 
     async def reserve_seq(self, upto: int) -> None:
-        async with self._transaction() as db:
-            await db.execute("UPDATE seq_reservation SET reserved = ? WHERE id = 1", (upto,))
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE seq_reservation SET reserved = ? WHERE id = 1", (upto,))
+
+        await self._write(write)
 
 
-async def _insert_event(db: aiosqlite.Connection, event: Event) -> None:
-    await db.execute(
+def _insert_event(db: sqlite3.Connection, event: Event) -> None:
+    db.execute(
         "INSERT INTO events (seq, task_id, owner_key_id, event, state, body, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
         (
@@ -208,10 +223,8 @@ async def _insert_event(db: aiosqlite.Connection, event: Event) -> None:
     )
 
 
-async def _update_task(db: aiosqlite.Connection, task_id: str, change: TaskChange) -> None:
+def _update_task(db: sqlite3.Connection, task_id: str, change: TaskChange) -> None:
     values = change_columns(change)
     # Column names are TaskChange's field names, never input.
     assignments = ", ".join(f"{name} = ?" for name in values)
-    await db.execute(
-        f"UPDATE tasks SET {assignments} WHERE task_id = ?", (*values.values(), task_id)
-    )
+    db.execute(f"UPDATE tasks SET {assignments} WHERE task_id = ?", (*values.values(), task_id))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 from progress_server.store.rows import ApiKeyRow, SessionRow
@@ -15,32 +16,33 @@ class SqliteKeysAndSessions(SqliteConnections):
     # -- keys --------------------------------------------------------------------------
 
     async def create_key(self, name: str, key_hash: str, is_admin: bool) -> int:
-        async with self._transaction() as db:
-            cur = await db.execute(
+        def write(db: sqlite3.Connection) -> int:
+            cur = db.execute(
                 "INSERT INTO api_keys (name, key_hash, is_admin, created_at) VALUES (?, ?, ?, ?)",
                 (name, key_hash, int(is_admin), time.time()),
             )
             assert cur.lastrowid is not None
             return cur.lastrowid
 
+        return await self._write(write)
+
     async def list_keys(self) -> list[ApiKeyRow]:
-        async with self._reader.execute("SELECT * FROM api_keys ORDER BY key_id") as cur:
-            return [key_from_row(row) for row in await cur.fetchall()]
+        rows = await self._rows("SELECT * FROM api_keys ORDER BY key_id")
+        return [key_from_row(row) for row in rows]
 
     async def key_by_hash(self, key_hash: str) -> ApiKeyRow | None:
-        async with self._reader.execute(
-            "SELECT * FROM api_keys WHERE key_hash = ?", (key_hash,)
-        ) as cur:
-            row = await cur.fetchone()
+        row = await self._row("SELECT * FROM api_keys WHERE key_hash = ?", (key_hash,))
         return None if row is None else key_from_row(row)
 
     async def revoke_key(self, name: str) -> bool:
-        async with self._transaction() as db:
-            cur = await db.execute(
+        def write(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
                 (time.time(), name),
             )
             return cur.rowcount > 0
+
+        return await self._write(write)
 
     def key_generation(self) -> int:
         return self._key_watch.generation()
@@ -48,8 +50,8 @@ class SqliteKeysAndSessions(SqliteConnections):
     # -- page sessions -----------------------------------------------------------------
 
     async def insert_session(self, session: SessionRow) -> None:
-        async with self._transaction() as db:
-            await db.execute(
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(
                 "INSERT INTO sessions (token_hash, key_id, csrf_token, created_at, expires_at)"
                 " VALUES (?, ?, ?, ?, ?)",
                 (
@@ -61,13 +63,20 @@ class SqliteKeysAndSessions(SqliteConnections):
                 ),
             )
 
+        await self._write(write)
+
     async def delete_session(self, token_hash: str) -> None:
-        async with self._transaction() as db:
-            await db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+
+        await self._write(write)
 
     async def live_sessions(self, now: float) -> list[SessionRow]:
         """Unexpired sessions; expired ones are deleted on the way."""
-        async with self._transaction() as db:
-            await db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
-        async with self._reader.execute("SELECT * FROM sessions") as cur:
-            return [session_from_row(row) for row in await cur.fetchall()]
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+
+        await self._write(write)
+        rows = await self._rows("SELECT * FROM sessions")
+        return [session_from_row(row) for row in rows]

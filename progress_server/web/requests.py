@@ -26,8 +26,9 @@ MAX_URL_LENGTH = 8192
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _INTEGER = re.compile(r"-?[0-9]{1,20}")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_TASK_FIELDS = {"url", "filename", "sha256", "post_process", "max_speed_mbps"}
+_TASK_FIELDS = {"url", "filename", "sha256", "post_process", "max_speed_mbps", "segments"}
 _MEDIA_FIELDS = {"source", "format", "playlist"}
+MAX_SEGMENTS = 16
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
@@ -76,6 +77,14 @@ def new_task(
         if isinstance(speed, bool) or not isinstance(speed, int | float) or not 0 < speed <= 1e6:
             raise ApiError(422, "'max_speed_mbps' must be a positive number")
         options["max_speed_mbps"] = speed
+    segments = body.get("segments")
+    if segments is not None:
+        # bool is an int in Python; `true` is not a number of connections.
+        if isinstance(segments, bool) or not isinstance(segments, int):
+            raise ApiError(422, "'segments' must be a whole number from 1 to 16")
+        if not 1 <= segments <= MAX_SEGMENTS:
+            raise ApiError(422, "'segments' must be a whole number from 1 to 16")
+        options["segments"] = segments
     post_process = body.get("post_process")
     if post_process is not None:
         try:

@@ -27,7 +27,7 @@ Action = Callable[[Task], Awaitable[Task]]
 
 
 def record(queries: TaskQueries, task: Task) -> dict[str, object]:
-    return task.to_wire(queries.live_progress(task))
+    return {**task.to_wire(queries.live_progress(task)), **queries.live_fields(task)}
 
 
 async def create_download(request: web.Request) -> web.Response:

@@ -16,6 +16,7 @@ from progress_server.display import (
     format_speed,
     host_of,
     progress_figures,
+    segment_bar,
     shown_percentage,
 )
 from progress_server.models import Progress, TaskState
@@ -128,3 +129,11 @@ def test_every_state_has_a_label_and_a_distinct_symbol() -> None:
     symbols = [symbol for _, symbol in STATE_LABELS.values()]
     assert len(set(symbols)) == len(symbols)
     assert STATE_LABELS["paused"] == STATE_LABELS[TaskState.PAUSED] == ("Paused", "‖")
+
+
+def test_segment_bar_fills_each_part_where_it_lies() -> None:
+    # Four parts of 1000 bytes over 8 columns: two columns each.
+    parts = [[0, 1000, 1000], [1000, 2000, 500], [2000, 3000, 0], [3000, 4000, 250]]
+    assert segment_bar(parts, 4000, width=8) == "▕███   ▌ ▏"
+    assert segment_bar([], 4000, width=4) == "▕    ▏"
+    assert segment_bar(parts, 0) == ""

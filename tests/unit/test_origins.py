@@ -9,6 +9,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.apiclient import eventually
 from tests.origins import Origin, payload, payload_sha256, payload_slice
 
 SIZE = 300_000
@@ -194,3 +195,81 @@ async def test_media(tmp_path: Path) -> None:
             assert await resp.read() == b"23456789"
         async with session.get(media.url("/media/missing.mp4")) as resp:
             assert resp.status == 404
+
+
+async def test_conn_rate_throttles_each_connection_across_its_requests(origin: Origin) -> None:
+    url = origin.url("/file/c.bin", size=100_000, conn_rate=400_000, chunk=10_000)
+    connector = aiohttp.TCPConnector(limit=1)  # both requests on one connection
+    async with aiohttp.ClientSession(connector=connector) as session:
+        t0 = time.monotonic()
+        for _ in range(2):
+            async with session.get(url) as resp:
+                assert await resp.read() == payload(100_000)
+        one_connection = time.monotonic() - t0
+    # 200 kB at 400 kB/s on one connection: about half a second, not a quarter.
+    assert one_connection >= 0.4
+    assert origin.sent["/file/c.bin"] == 200_000
+
+
+async def test_range_once_honours_only_the_first_ranged_request(origin: Origin) -> None:
+    url = origin.url("/file/once.bin", size=SIZE, range_once=1)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url, headers={"Range": "bytes=10-19"}) as resp:
+            assert resp.status == 206 and await resp.read() == payload(SIZE)[10:20]
+        async with session.get(url, headers={"Range": "bytes=10-19"}) as resp:
+            assert resp.status == 200 and await resp.read() == payload(SIZE)
+
+
+async def test_busy_over_answers_429_while_that_many_are_in_flight(origin: Origin) -> None:
+    url = origin.url("/file/busy.bin", size=200_000, rate=400_000, busy_over=2, retry_after=3)
+    async with aiohttp.ClientSession() as session:
+        first = await session.get(url)
+        second = await session.get(url)
+        async with session.get(url) as third:
+            assert third.status == 429
+            assert third.headers["Retry-After"] == "3"
+        assert first.status == second.status == 200
+        assert await first.read() == await second.read() == payload(200_000)
+        first.release()
+        second.release()
+
+        # The handlers end a moment after the last byte (their throttle sleeps).
+        async def idle() -> bool:
+            return origin.in_flight["/file/busy.bin"] == 0
+
+        await eventually(idle, 10, interval=0.01)
+        async with session.get(url) as again:
+            assert again.status == 200
+            await again.read()
+    assert origin.peak_in_flight["/file/busy.bin"] == 2
+
+
+async def test_change_after_serves_a_new_version_from_then_on(origin: Origin) -> None:
+    url = origin.url("/file/ch.bin", size=SIZE, seed=5, change_after=1)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url) as resp:
+            assert resp.headers["ETag"] == f'"5-{SIZE}-0"'
+            assert await resp.read() == payload(SIZE, 5)
+        for _ in range(2):
+            async with session.get(
+                url, headers={"Range": "bytes=0-", "If-Range": '"5-300000-0"'}
+            ) as resp:
+                # If-Range no longer matches: the whole new version.
+                assert resp.status == 200
+                assert resp.headers["ETag"] == f'"6-{SIZE}-1"'
+                assert await resp.read() == payload(SIZE, 6)
+
+
+async def test_gzip_serves_encoded_bytes_and_ranges_of_them(origin: Origin) -> None:
+    from tests.origins import gzip_payload
+
+    url = origin.url("/file/z.bin", size=SIZE, seed=2, gzip=1)
+    encoded = gzip_payload(SIZE, 2)
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        async with session.get(url) as resp:
+            assert resp.headers["Content-Encoding"] == "gzip"
+            assert await resp.read() == encoded
+        async with session.get(url, headers={"Range": "bytes=100-199"}) as resp:
+            assert resp.status == 206
+            assert resp.headers["Content-Range"] == f"bytes 100-199/{len(encoded)}"
+            assert await resp.read() == encoded[100:200]

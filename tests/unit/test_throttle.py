@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from progress_server.throttle import SLICE_SECONDS, Throttle, TokenBucket, mbps_to_bps
+from progress_server.engine.throttle import SLICE_SECONDS, Throttle, TokenBucket, mbps_to_bps
 
 
 class Clock:

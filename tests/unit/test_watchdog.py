@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from progress_server.watchdog import Stalled, StallWatchdog
+from progress_server.engine.watchdog import Stalled, StallWatchdog
 
 WINDOW = 0.2
 

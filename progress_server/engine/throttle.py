@@ -8,7 +8,7 @@ The limits hold from the first byte: a bucket saves up no burst by default (a re
 for each slice as it takes it), because a saved-up 0.1 s at the start of every transfer,
 every retried attempt and whenever the server's shared bucket sat idle is what made the
 first second's readings overshoot a limit by half. Bytes count as received once paid for
-(downloader.py), so a reading never runs a slice ahead of the limit either.
+(engine/connection.py), so a reading never runs a slice ahead of the limit either.
 """
 
 from __future__ import annotations
