@@ -167,13 +167,7 @@ class TaskRun:
         ):
             # Crashed after the rename: the file is complete, only processing is left.
             return finished, None
-        await self.ctx.lifecycle.transition(
-            task,
-            EventName.STARTED,
-            TaskState.DOWNLOADING,
-            change=TaskChange(attempts=task.attempts + 1),
-            lease=self.lease,
-        )
+        await self.begin_attempt()
         try:
             outcome = await self.ctx.downloader.download(task, self)
         finally:
@@ -189,6 +183,16 @@ class TaskRun:
         await self.lease.confirm()
         final = await downloads.place_download(outcome.part_path, task.filename)
         return final, outcome.sha256
+
+    async def begin_attempt(self) -> None:
+        """The task is downloading, one attempt more than before (`download.started`)."""
+        await self.ctx.lifecycle.transition(
+            self.task,
+            EventName.STARTED,
+            TaskState.DOWNLOADING,
+            change=TaskChange(attempts=self.task.attempts + 1),
+            lease=self.lease,
+        )
 
     async def _processing_phase(self, path: Path, digest: str | None) -> None:
         task = self.task

@@ -79,13 +79,7 @@ class MediaDownloadPhase:
             # Crashed after the file was placed: only processing is left.
             await downloads.remove_media_work(task.task_id)
             return placed, None
-        await self.ctx.lifecycle.transition(
-            task,
-            EventName.STARTED,
-            TaskState.DOWNLOADING,
-            change=TaskChange(attempts=task.attempts + 1),
-            lease=self._run.lease,
-        )
+        await self._run.begin_attempt()
         try:
             outcome = await MediaTransfer.for_settings(self.ctx.settings).download(self.job(), self)
         except MediaError as error:
