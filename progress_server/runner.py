@@ -198,14 +198,7 @@ class TaskRun:
         task = self.task
         size = path.stat().st_size
         if not self.processing_started:
-            await self.ctx.lifecycle.transition(
-                task,
-                EventName.PROCESSING,
-                TaskState.PROCESSING,
-                progress=Progress(size, size),
-                change=TaskChange(downloaded_bytes=size, total_bytes=size),
-                lease=self.lease,
-            )
+            await self.begin_processing(size)
         # Only now: a slot freed earlier would let the next task show `downloading` while
         # this one still does, more at once than --max-concurrent says.
         self._free_slot(self)
@@ -221,6 +214,18 @@ class TaskRun:
             change=TaskChange(filename=done.path.name, result=body["result"], error=None),
             lease=self.lease,
         )
+
+    async def begin_processing(self, size: int) -> None:
+        """The download is whole, `size` bytes: the task is processing from here on."""
+        await self.ctx.lifecycle.transition(
+            self.task,
+            EventName.PROCESSING,
+            TaskState.PROCESSING,
+            progress=Progress(size, size),
+            change=TaskChange(downloaded_bytes=size, total_bytes=size),
+            lease=self.lease,
+        )
+        self.processing_started = True
 
     async def _fail(
         self,

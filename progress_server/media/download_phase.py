@@ -20,8 +20,7 @@ from progress_server.media.errors import MediaError
 from progress_server.media.job import DEFAULT_FORMAT, MediaJob
 from progress_server.media.results import ExtractedMedia, MediaFile, MediaPlaylist
 from progress_server.media.transfer import MediaTransfer
-from progress_server.models import ErrorType, EventName, Progress, TaskState
-from progress_server.store import TaskChange
+from progress_server.models import ErrorType
 
 if TYPE_CHECKING:
     from progress_server.runner import TaskRun
@@ -152,16 +151,7 @@ class MediaDownloadPhase:
             # ffmpeg merging the parts: the task is processing from here on.
             run.transferring = False
             await self._show_complete(run.tracker.downloaded_bytes)
-            done = run.tracker.downloaded_bytes
-            await self.ctx.lifecycle.transition(
-                self.task,
-                EventName.PROCESSING,
-                TaskState.PROCESSING,
-                progress=Progress(done, done),
-                change=TaskChange(downloaded_bytes=done, total_bytes=done),
-                lease=self._run.lease,
-            )
-            run.processing_started = True
+            await run.begin_processing(run.tracker.downloaded_bytes)
         await run.processing_progress(_STEP_NAMES.get(step, step.lower()), percentage, None)
 
     async def attempt_failed(self, error: MediaError, attempt: int, delay: float) -> None:
