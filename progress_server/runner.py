@@ -305,7 +305,6 @@ class TaskRun:
         tracker.add(nbytes)
         if tracker.until_due() > 0 or self._ending_within_interval():
             return
-        tracker.mark_emitted()
         await self.emit_progress()
 
     def _ending_within_interval(self) -> bool:
@@ -361,19 +360,22 @@ class TaskRun:
     # -- progress ----------------------------------------------------------------------
 
     async def emit_progress(self, force: bool = False) -> None:
-        progress = self.tracker.snapshot()
+        """A progress event now (its caller found one due), unless nothing changed; with
+        `force`, the final one, which waits out the interval after an earlier frame."""
+        tracker = self.tracker
+        progress = tracker.snapshot()
         wire = progress.to_wire()
         if not force and wire == self._last_progress:
             return
-        if force:
+        if force and self._framed:
             # The forced final 100 % frame keeps the --progress-interval spacing after an
-            # earlier frame too: wait out the rest of it, then count as sent.
-            delay = self.tracker.until_due() if self._framed else 0.0
-            if delay > 0:
+            # earlier frame too: wait out the rest of it.
+            while (delay := tracker.until_due()) > 0:
                 await asyncio.sleep(delay)
-                progress = self.tracker.snapshot()
+                progress = tracker.snapshot()
                 wire = progress.to_wire()
-            self.tracker.mark_emitted()
+        # Counted as sent at the very moment that becomes its timestamp.
+        timestamp = tracker.mark_emitted()
         self._last_progress = wire
         body: JSON = {"progress": wire, **self.progress_extra}
         view = self.transfer_view()
@@ -382,7 +384,7 @@ class TaskRun:
             # keeps its exact shape for every other.
             body.update(view)
         self._framed = True
-        await self._publish(EventName.PROGRESS, TaskState.DOWNLOADING, body, progress)
+        await self._publish(EventName.PROGRESS, TaskState.DOWNLOADING, body, progress, timestamp)
 
     def transfer_view(self) -> JSON:
         """*extra* figures of a transfer under way: its connections open now and, when it
@@ -397,7 +399,12 @@ class TaskRun:
         return view
 
     async def _publish(
-        self, name: EventName, state: TaskState, body: JSON, progress: Progress | None = None
+        self,
+        name: EventName,
+        state: TaskState,
+        body: JSON,
+        progress: Progress | None = None,
+        timestamp: float | None = None,
     ) -> None:
         """A live event that changes no state and is not stored one by one (progress)."""
         # Not fenced by the database (progress is not stored): a run that lost its task
@@ -405,5 +412,11 @@ class TaskRun:
         self.lease.check()
         task = self.task
         await self.ctx.bus.publish(
-            name, task.task_id, task.owner_key_id, state, body, progress=progress
+            name,
+            task.task_id,
+            task.owner_key_id,
+            state,
+            body,
+            progress=progress,
+            timestamp=timestamp,
         )
