@@ -121,7 +121,7 @@ class MediaDownloadPhase:
         if tracker.downloaded_bytes <= 0:
             tracker.downloaded_bytes = size
         tracker.total_bytes = tracker.downloaded_bytes
-        await self._run.emit_progress(force=True)
+        await self._run.progress.emit(force=True)
 
     # -- MediaObserver -------------------------------------------------------------------
 
@@ -143,7 +143,7 @@ class MediaDownloadPhase:
         await self._run.received(nbytes)
 
     async def fragments(self, index: int, count: int | None) -> None:
-        self._run.progress_extra = {"fragments": {"index": index, "count": count}}
+        self._run.progress.extra = {"fragments": {"index": index, "count": count}}
 
     async def processing(self, step: str, percentage: float | None) -> None:
         run = self._run
@@ -157,5 +157,5 @@ class MediaDownloadPhase:
     async def attempt_failed(self, error: MediaError, attempt: int, delay: float) -> None:
         self._attempt = attempt + 1
         self._run.processing_started = False
-        self._run.progress_extra = {}
+        self._run.progress.extra = {}
         await self._run.attempt_failed(download_error(error), attempt, delay)
