@@ -1,4 +1,5 @@
-"""The values that cross the storage seam: stored rows and the typed change to a task."""
+"""The values that cross the storage seam: stored rows, a new task's columns and the typed change
+to a task."""
 
 from __future__ import annotations
 
