@@ -156,16 +156,18 @@ class EventBus:
         *,
         progress: Progress | None = None,
         persist: Persist | None = None,
+        timestamp: float | None = None,
     ) -> Event:
         """Publish one event. With `persist`, it is stored (by that callable, together with
-        whatever task change it describes) before the snapshot or any subscriber sees it."""
+        whatever task change it describes) before the snapshot or any subscriber sees it.
+        `timestamp` (Unix seconds) defaults to now."""
         draft = Event(
             seq=0,
             name=name,
             task_id=task_id,
             owner_key_id=owner_key_id,
             state=state,
-            timestamp=time.time(),
+            timestamp=time.time() if timestamp is None else timestamp,
             body=body or {},
         )
         if progress is None and persist is None:

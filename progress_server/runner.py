@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from progress_server.models import (
 )
 from progress_server.playlists import Playlists
 from progress_server.processing import Pipeline, ProcessingContext, ProcessingError
+from progress_server.run_progress import RunProgress
 from progress_server.settings import Settings
 from progress_server.store import SnapshotRow, TaskChange
 from progress_server.tracker import ProgressTracker
@@ -83,6 +83,7 @@ class TaskRun:
         self.tracker = ProgressTracker(
             task.total_bytes, task.downloaded_bytes, ctx.settings.progress_interval
         )
+        self.progress = RunProgress(self)
         self.stop_reason: StopReason | None = None
         self.job: asyncio.Task[None] | None = None
         self.holds_slot = False
@@ -90,15 +91,8 @@ class TaskRun:
         self.transferring = False
         # Connections the transfer has open now (a split download uses several).
         self.connections = 0
-        self._last_progress: JSON | None = None
-        # Whether this run sent a progress frame yet (the spacing is kept after one).
-        self._framed = False
         # The write of the last response's facts (validators, size), while it is pending.
         self._facts: asyncio.Future[None] | None = None
-        self._last_processing_report = float("-inf")
-        self._last_processing: JSON | None = None
-        # *extra* fields of this run's progress events (a media task's `fragments`).
-        self.progress_extra: JSON = {}
         # A media worker's merge took the task to processing before its file was placed.
         self.processing_started = False
 
@@ -167,13 +161,7 @@ class TaskRun:
         ):
             # Crashed after the rename: the file is complete, only processing is left.
             return finished, None
-        await self.ctx.lifecycle.transition(
-            task,
-            EventName.STARTED,
-            TaskState.DOWNLOADING,
-            change=TaskChange(attempts=task.attempts + 1),
-            lease=self.lease,
-        )
+        await self.begin_attempt()
         try:
             outcome = await self.ctx.downloader.download(task, self)
         finally:
@@ -184,24 +172,27 @@ class TaskRun:
             self.tracker.total_bytes = outcome.size
         task.total_bytes = outcome.size
         # The last progress event before completion shows 100 %.
-        await self.emit_progress(force=True)
+        await self.progress.emit(force=True)
         # Only a run that provably still holds the task may give its file the final name.
         await self.lease.confirm()
         final = await downloads.place_download(outcome.part_path, task.filename)
         return final, outcome.sha256
 
+    async def begin_attempt(self) -> None:
+        """The task is downloading, one attempt more than before (`download.started`)."""
+        await self.ctx.lifecycle.transition(
+            self.task,
+            EventName.STARTED,
+            TaskState.DOWNLOADING,
+            change=TaskChange(attempts=self.task.attempts + 1),
+            lease=self.lease,
+        )
+
     async def _processing_phase(self, path: Path, digest: str | None) -> None:
         task = self.task
         size = path.stat().st_size
         if not self.processing_started:
-            await self.ctx.lifecycle.transition(
-                task,
-                EventName.PROCESSING,
-                TaskState.PROCESSING,
-                progress=Progress(size, size),
-                change=TaskChange(downloaded_bytes=size, total_bytes=size),
-                lease=self.lease,
-            )
+            await self.begin_processing(size)
         # Only now: a slot freed earlier would let the next task show `downloading` while
         # this one still does, more at once than --max-concurrent says.
         self._free_slot(self)
@@ -217,6 +208,18 @@ class TaskRun:
             change=TaskChange(filename=done.path.name, result=body["result"], error=None),
             lease=self.lease,
         )
+
+    async def begin_processing(self, size: int) -> None:
+        """The download is whole, `size` bytes: the task is processing from here on."""
+        await self.ctx.lifecycle.transition(
+            self.task,
+            EventName.PROCESSING,
+            TaskState.PROCESSING,
+            progress=Progress(size, size),
+            change=TaskChange(downloaded_bytes=size, total_bytes=size),
+            lease=self.lease,
+        )
+        self.processing_started = True
 
     async def _fail(
         self,
@@ -292,22 +295,7 @@ class TaskRun:
         self.lease.check()
 
     async def received(self, nbytes: int) -> None:
-        tracker = self.tracker
-        tracker.add(nbytes)
-        if tracker.until_due() > 0 or self._ending_within_interval():
-            return
-        tracker.mark_emitted()
-        await self.emit_progress()
-
-    def _ending_within_interval(self) -> bool:
-        # The final 100 % frame keeps the interval's spacing too; a frame sent in the
-        # last interval would make the end of the download wait for it.
-        tracker = self.tracker
-        if tracker.total_bytes is None:
-            return False
-        speed = tracker.speed_bps()
-        remaining = tracker.total_bytes - tracker.downloaded_bytes
-        return speed > 0 and remaining < speed * tracker.interval
+        await self.progress.received(nbytes)
 
     async def connections_changed(self, open_now: int) -> None:
         self.connections = open_now
@@ -333,47 +321,13 @@ class TaskRun:
     async def processing_progress(
         self, step: str, percentage: float | None, eta_seconds: int | None
     ) -> None:
-        # Throttled like download progress; a step's 100 % always gets through.
-        now = time.monotonic()
-        interval = self.ctx.settings.progress_interval
-        if now - self._last_processing_report < interval and percentage != 100.0:
-            return
-        report = {"step": step, "percentage": percentage, "eta_seconds": eta_seconds}
-        if report == self._last_processing:
-            return
-        self._last_processing_report = now
-        self._last_processing = report
-        await self._publish(EventName.PROCESSING, TaskState.PROCESSING, {"processing": report})
+        await self.progress.processing(step, percentage, eta_seconds)
 
     async def place_output(self, scratch: Path, wanted: str) -> Path:
         await self.lease.confirm()
         return await self.ctx.downloads.place_output(scratch, wanted)
 
-    # -- progress ----------------------------------------------------------------------
-
-    async def emit_progress(self, force: bool = False) -> None:
-        progress = self.tracker.snapshot()
-        wire = progress.to_wire()
-        if not force and wire == self._last_progress:
-            return
-        if force:
-            # The forced final 100 % frame keeps the --progress-interval spacing after an
-            # earlier frame too: wait out the rest of it, then count as sent.
-            delay = self.tracker.until_due() if self._framed else 0.0
-            if delay > 0:
-                await asyncio.sleep(delay)
-                progress = self.tracker.snapshot()
-                wire = progress.to_wire()
-            self.tracker.mark_emitted()
-        self._last_progress = wire
-        body: JSON = {"progress": wire, **self.progress_extra}
-        view = self.transfer_view()
-        if "segments" in view:
-            # Only a split download's events carry the *extra* figures: the guide's event
-            # keeps its exact shape for every other.
-            body.update(view)
-        self._framed = True
-        await self._publish(EventName.PROGRESS, TaskState.DOWNLOADING, body, progress)
+    # -- what a record shows of the transfer -------------------------------------------
 
     def transfer_view(self) -> JSON:
         """*extra* figures of a transfer under way: its connections open now and, when it
@@ -386,15 +340,3 @@ class TaskRun:
         if segments is not None:
             view["segments"] = segments
         return view
-
-    async def _publish(
-        self, name: EventName, state: TaskState, body: JSON, progress: Progress | None = None
-    ) -> None:
-        """A live event that changes no state and is not stored one by one (progress)."""
-        # Not fenced by the database (progress is not stored): a run that lost its task
-        # must not tell of bytes it no longer fetches.
-        self.lease.check()
-        task = self.task
-        await self.ctx.bus.publish(
-            name, task.task_id, task.owner_key_id, state, body, progress=progress
-        )

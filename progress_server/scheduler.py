@@ -371,7 +371,7 @@ class Scheduler:
                     if run.tracker.due():
                         # A run that lost its task says nothing more; it stops on its own.
                         with contextlib.suppress(LeaseLost):
-                            await run.emit_progress()
+                            await run.progress.emit()
 
     async def _flush_snapshots(self) -> None:
         while True:

@@ -26,13 +26,19 @@ class ProgressTracker:
         downloaded_bytes: int = 0,
         interval: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.total_bytes = total_bytes
         self.downloaded_bytes = downloaded_bytes
         self.interval = interval
         self._clock = clock
+        self._wall_clock = wall_clock
         now = clock()
         self._samples: deque[tuple[float, int]] = deque([(now, downloaded_bytes)])
+        # The timestamp the last progress event carries. The interval is kept between the
+        # timestamps themselves: a mark on another clock, read a moment before or after the
+        # timestamp (a busy machine, a GC pause between the two), let two events' timestamps
+        # come closer than the interval.
         self._last_emit = float("-inf")
         self.last_byte_at = now
 
@@ -70,19 +76,21 @@ class ProgressTracker:
         return Progress(self.downloaded_bytes, self.total_bytes, self.speed_bps())
 
     def due(self) -> bool:
-        """True when a progress event may be sent now; marks it sent."""
-        now = self._clock()
-        if now - self._last_emit < self.interval:
-            return False
-        self._last_emit = now
-        return True
+        """True when a progress event may be sent now."""
+        return self.until_due() == 0.0
 
     def until_due(self) -> float:
         """Seconds until a progress event may be sent (0: now)."""
-        return max(0.0, self._last_emit + self.interval - self._clock())
+        now = self._wall_clock()
+        if now < self._last_emit:
+            # The clock was set back: waiting for it to catch up could take hours.
+            return 0.0
+        return max(0.0, self._last_emit + self.interval - now)
 
-    def mark_emitted(self) -> None:
-        self._last_emit = self._clock()
+    def mark_emitted(self) -> float:
+        """Count a progress event as sent now; returns its timestamp (Unix seconds)."""
+        self._last_emit = self._wall_clock()
+        return self._last_emit
 
     def seconds_since_last_byte(self) -> float:
         return self._clock() - self.last_byte_at

@@ -7,6 +7,7 @@ import errno
 
 import aiohttp
 
+from progress_server.engine.headers import retry_after
 from progress_server.engine.watchdog import Stalled
 from progress_server.models import ErrorType
 from progress_server.netpolicy import PolicyViolation
@@ -35,6 +36,18 @@ class DownloadError(Exception):
         self.status = status
         # Which attempt failed; set when the error leaves download().
         self.attempt: int | None = None
+
+
+def status_error(response: aiohttp.ClientResponse) -> DownloadError:
+    """The failure an origin's 4xx or 5xx answer stands for (retried when it may pass)."""
+    status = response.status
+    return DownloadError(
+        ErrorType.HTTP_ERROR,
+        f"origin answered {status} {response.reason or ''}".strip(),
+        retryable=status in RETRYABLE_STATUS,
+        retry_after=retry_after(response.headers.get("Retry-After")),
+        status=status,
+    )
 
 
 class RestartFromZero(Exception):

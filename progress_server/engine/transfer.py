@@ -23,8 +23,7 @@ from yarl import URL
 
 from progress_server.downloads_dir import journal_path, part_path
 from progress_server.engine.connection import Answer, open_response
-from progress_server.engine.errors import RETRYABLE_STATUS, DownloadError, RestartFromZero, classify
-from progress_server.engine.headers import retry_after
+from progress_server.engine.errors import DownloadError, RestartFromZero, classify, status_error
 from progress_server.engine.journal import JournalUnreadable
 from progress_server.engine.network import Network, TransferObserver, TransferOutcome
 from progress_server.engine.segments import Segment, SegmentPlan
@@ -217,13 +216,7 @@ class Transfer:
                 return None
             raise RestartFromZero(f"origin cannot continue at byte {first.pos}")
         if status >= 400:
-            raise DownloadError(
-                ErrorType.HTTP_ERROR,
-                f"origin answered {status} {response.reason or ''}".strip(),
-                retryable=status in RETRYABLE_STATUS,
-                retry_after=retry_after(response.headers.get("Retry-After")),
-                status=status,
-            )
+            raise status_error(response)
         if status not in (200, 206):
             raise DownloadError(
                 ErrorType.HTTP_ERROR, f"unexpected status {status} from origin", status=status

@@ -23,13 +23,12 @@ import aiohttp
 from progress_server.engine.connection import Answer, Connection, open_response
 from progress_server.engine.errors import (
     BUSY_STATUS,
-    RETRYABLE_STATUS,
     DownloadError,
     RangeRefused,
     RestartFromZero,
     classify,
+    status_error,
 )
-from progress_server.engine.headers import retry_after
 from progress_server.engine.segments import Segment
 from progress_server.engine.watchdog import StallWatchdog
 from progress_server.models import ErrorType
@@ -268,13 +267,7 @@ class SegmentWorkers:
         t, plan = self.t, self.plan
         status = answer.status
         if status >= 400 and status != 416:
-            raise DownloadError(
-                ErrorType.HTTP_ERROR,
-                f"origin answered {status} {response.reason or ''}".strip(),
-                retryable=status in RETRYABLE_STATUS,
-                retry_after=retry_after(response.headers.get("Retry-After")),
-                status=status,
-            )
+            raise status_error(response)
         if status == 206 and answer.total is not None and answer.total != plan.total:
             raise RestartFromZero("the file changed on the origin")
         if status == 206 and not t.same_version(answer):

@@ -20,8 +20,7 @@ from progress_server.media.errors import MediaError
 from progress_server.media.job import DEFAULT_FORMAT, MediaJob
 from progress_server.media.results import ExtractedMedia, MediaFile, MediaPlaylist
 from progress_server.media.transfer import MediaTransfer
-from progress_server.models import ErrorType, EventName, Progress, TaskState
-from progress_server.store import TaskChange
+from progress_server.models import ErrorType
 
 if TYPE_CHECKING:
     from progress_server.runner import TaskRun
@@ -79,13 +78,7 @@ class MediaDownloadPhase:
             # Crashed after the file was placed: only processing is left.
             await downloads.remove_media_work(task.task_id)
             return placed, None
-        await self.ctx.lifecycle.transition(
-            task,
-            EventName.STARTED,
-            TaskState.DOWNLOADING,
-            change=TaskChange(attempts=task.attempts + 1),
-            lease=self._run.lease,
-        )
+        await self._run.begin_attempt()
         try:
             outcome = await MediaTransfer.for_settings(self.ctx.settings).download(self.job(), self)
         except MediaError as error:
@@ -128,7 +121,7 @@ class MediaDownloadPhase:
         if tracker.downloaded_bytes <= 0:
             tracker.downloaded_bytes = size
         tracker.total_bytes = tracker.downloaded_bytes
-        await self._run.emit_progress(force=True)
+        await self._run.progress.emit(force=True)
 
     # -- MediaObserver -------------------------------------------------------------------
 
@@ -150,7 +143,7 @@ class MediaDownloadPhase:
         await self._run.received(nbytes)
 
     async def fragments(self, index: int, count: int | None) -> None:
-        self._run.progress_extra = {"fragments": {"index": index, "count": count}}
+        self._run.progress.extra = {"fragments": {"index": index, "count": count}}
 
     async def processing(self, step: str, percentage: float | None) -> None:
         run = self._run
@@ -158,20 +151,11 @@ class MediaDownloadPhase:
             # ffmpeg merging the parts: the task is processing from here on.
             run.transferring = False
             await self._show_complete(run.tracker.downloaded_bytes)
-            done = run.tracker.downloaded_bytes
-            await self.ctx.lifecycle.transition(
-                self.task,
-                EventName.PROCESSING,
-                TaskState.PROCESSING,
-                progress=Progress(done, done),
-                change=TaskChange(downloaded_bytes=done, total_bytes=done),
-                lease=self._run.lease,
-            )
-            run.processing_started = True
+            await run.begin_processing(run.tracker.downloaded_bytes)
         await run.processing_progress(_STEP_NAMES.get(step, step.lower()), percentage, None)
 
     async def attempt_failed(self, error: MediaError, attempt: int, delay: float) -> None:
         self._attempt = attempt + 1
         self._run.processing_started = False
-        self._run.progress_extra = {}
+        self._run.progress.extra = {}
         await self._run.attempt_failed(download_error(error), attempt, delay)

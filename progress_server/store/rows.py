@@ -1,8 +1,10 @@
-"""The values that cross the storage seam: stored rows and the typed change to a task."""
+"""The values that cross the storage seam: stored rows, a new task's columns and the typed change
+to a task."""
 
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass
 from typing import Final
 
@@ -33,6 +35,34 @@ class SnapshotRow:
     task_id: str
     downloaded_bytes: int
     total_bytes: int | None
+
+
+# The columns a new task's row is inserted with, in new_task_params' order.
+NEW_TASK_COLUMNS: Final = tuple(
+    "task_id owner_key_id url filename requested_filename sha256 state options idempotency_key"
+    " created_at updated_at source parent_id playlist_index request_hash".split()
+)
+
+
+def new_task_params(task: Task, idempotency_key: str | None) -> list[object]:
+    """A new task's values for NEW_TASK_COLUMNS (options as JSON text)."""
+    return [
+        task.task_id,
+        task.owner_key_id,
+        task.url,
+        task.filename,
+        task.requested_filename,
+        task.sha256,
+        task.state.value,
+        json.dumps(task.options),
+        idempotency_key,
+        task.created_at,
+        task.updated_at,
+        task.source,
+        task.parent_id,
+        task.playlist_index,
+        task.request_hash,
+    ]
 
 
 class FilenameTaken(Exception):

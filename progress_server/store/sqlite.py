@@ -14,9 +14,20 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from progress_server.models import Event, Task, TaskState
-from progress_server.store.rows import SnapshotRow, TaskChange
+from progress_server.store.rows import (
+    NEW_TASK_COLUMNS,
+    SnapshotRow,
+    TaskChange,
+    new_task_params,
+)
 from progress_server.store.sqlite_keys import SqliteKeysAndSessions
 from progress_server.store.sqlite_rows import change_columns, event_from_row, task_from_row
+
+# Made of the column names (constants); every value goes as a parameter.
+_INSERT_TASK = (
+    f"INSERT INTO tasks ({', '.join(NEW_TASK_COLUMNS)})"
+    f" VALUES ({', '.join('?' for _ in NEW_TASK_COLUMNS)})"
+)
 
 
 class SqliteStore(SqliteKeysAndSessions):
@@ -29,29 +40,7 @@ class SqliteStore(SqliteKeysAndSessions):
         """Store a new task together with its first event, in one transaction."""
 
         def write(db: sqlite3.Connection) -> int:
-            cur = db.execute(
-                "INSERT INTO tasks (task_id, owner_key_id, url, filename, requested_filename,"
-                " sha256, state, options, idempotency_key, request_hash, created_at,"
-                " updated_at, source, parent_id, playlist_index)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    task.task_id,
-                    task.owner_key_id,
-                    task.url,
-                    task.filename,
-                    task.requested_filename,
-                    task.sha256,
-                    task.state.value,
-                    json.dumps(task.options),
-                    idempotency_key,
-                    task.request_hash,
-                    task.created_at,
-                    task.updated_at,
-                    task.source,
-                    task.parent_id,
-                    task.playlist_index,
-                ),
-            )
+            cur = db.execute(_INSERT_TASK, new_task_params(task, idempotency_key))
             _insert_event(db, event)
             assert cur.lastrowid is not None
             return cur.lastrowid

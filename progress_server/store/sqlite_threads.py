@@ -33,25 +33,19 @@ PRAGMAS = (
 )
 
 
-class GroupCommitWriter:
-    def __init__(self, path: Path, migrations: Path, committed: Callable[[float], None]) -> None:
+class _SqliteThread:
+    """One connection, used on one thread of its own and closed there."""
+
+    def __init__(self, path: Path, thread_name: str) -> None:
         self.path = path
-        self._migrations = migrations
-        # Told, for each write, the seconds from its request to its commit.
-        self._committed = committed
+        self._thread_name = thread_name
         self._thread: ThreadPoolExecutor | None = None
-        # Used on the writer thread only.
+        # Used on that thread only.
         self._db: sqlite3.Connection | None = None
-        # (write, its caller's future, when it was asked for)
-        self._queued: list[tuple[WriteOp, asyncio.Future[Any], float]] = []
-        self._flusher: asyncio.Task[None] | None = None
-        # Writes committed, and the commits that carried them.
-        self.writes = 0
-        self.commits = 0
 
     async def open(self) -> None:
-        """Connect on the writer thread and apply the migrations not applied yet."""
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        """Connect on the thread (and prepare the connection there)."""
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix=self._thread_name)
         try:
             await asyncio.get_running_loop().run_in_executor(self._thread, self._open_sync)
         except BaseException:
@@ -65,16 +59,16 @@ class GroupCommitWriter:
         try:
             for pragma in PRAGMAS:
                 db.execute(pragma)
-            self._apply_migrations(db)
+            self._prepare(db)
         except BaseException:
             db.close()
             raise
         self._db = db
 
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        """What the connection does once, on its thread, before its first use."""
+
     async def close(self) -> None:
-        """Write what is queued, then close."""
-        if self._flusher is not None:
-            await asyncio.wait([self._flusher])
         thread, self._thread = self._thread, None
         if thread is not None:
             await asyncio.get_running_loop().run_in_executor(thread, self._close_sync)
@@ -84,6 +78,30 @@ class GroupCommitWriter:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+class GroupCommitWriter(_SqliteThread):
+    def __init__(self, path: Path, migrations: Path, committed: Callable[[float], None]) -> None:
+        super().__init__(path, "sqlite-writer")
+        self._migrations = migrations
+        # Told, for each write, the seconds from its request to its commit.
+        self._committed = committed
+        # (write, its caller's future, when it was asked for)
+        self._queued: list[tuple[WriteOp, asyncio.Future[Any], float]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        # Writes committed, and the commits that carried them.
+        self.writes = 0
+        self.commits = 0
+
+    async def close(self) -> None:
+        """Write what is queued, then close."""
+        if self._flusher is not None:
+            await asyncio.wait([self._flusher])
+        await super().close()
+
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        # On opening, before any write: the migrations not applied yet.
+        self._apply_migrations(db)
 
     def _apply_migrations(self, db: sqlite3.Connection) -> None:
         db.execute(
@@ -179,25 +197,11 @@ class GroupCommitWriter:
         return outcomes
 
 
-class SqliteReader:
+class SqliteReader(_SqliteThread):
     """Reads on a thread of their own: each query and its rows in one trip there."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._thread: ThreadPoolExecutor | None = None
-        # Used on the reader thread only.
-        self._db: sqlite3.Connection | None = None
-
-    async def open(self) -> None:
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._open_sync)
-
-    def _open_sync(self) -> None:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.row_factory = sqlite3.Row
-        for pragma in PRAGMAS:
-            db.execute(pragma)
-        self._db = db
+        super().__init__(path, "sqlite-reader")
 
     async def rows(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
         assert self._thread is not None, "store is not open"
@@ -207,14 +211,3 @@ class SqliteReader:
     def _rows_sync(self, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
         assert self._db is not None, "store is not open"
         return self._db.execute(sql, params).fetchall()
-
-    async def close(self) -> None:
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            await asyncio.get_running_loop().run_in_executor(thread, self._close_sync)
-            thread.shutdown(wait=False)
-
-    def _close_sync(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None

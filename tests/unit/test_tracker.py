@@ -82,13 +82,42 @@ def test_restart_begins_a_new_window() -> None:
 
 def test_progress_is_throttled_to_the_interval() -> None:
     clock = Clock()
-    tracker = ProgressTracker(None, interval=0.25, clock=clock)
+    tracker = ProgressTracker(None, interval=0.25, clock=clock, wall_clock=clock)
     assert tracker.due()
+    tracker.mark_emitted()
     emitted = 0
     for _ in range(64):  # one second in steps that binary floats hold exactly
         clock.now += 1 / 64
-        emitted += tracker.due()
+        if tracker.due():
+            tracker.mark_emitted()
+            emitted += 1
     assert emitted == 4
+
+
+def test_the_interval_is_kept_between_the_timestamps_events_carry() -> None:
+    # The byte clock (monotonic) and the clock of timestamps drift apart, as when the
+    # process is paused between reading one and the other: only timestamps count.
+    ticks, wall = Clock(), Clock()
+    wall.now = 1_700_000_000.0
+    tracker = ProgressTracker(None, interval=0.4, clock=ticks, wall_clock=wall)
+    first = tracker.mark_emitted()
+    assert first == wall.now
+    ticks.now += 0.4
+    wall.now += 0.397
+    assert not tracker.due()
+    assert abs(tracker.until_due() - 0.003) < 1e-6
+    wall.now += 0.003
+    assert tracker.due()
+    assert tracker.mark_emitted() - first >= 0.4
+
+
+def test_a_clock_set_back_does_not_hold_progress_back() -> None:
+    clock = Clock()
+    tracker = ProgressTracker(None, interval=0.4, clock=clock, wall_clock=clock)
+    tracker.mark_emitted()
+    clock.now -= 3600
+    assert tracker.due()
+    assert tracker.until_due() == 0.0
 
 
 def test_progress_units_follow_the_contract() -> None:
