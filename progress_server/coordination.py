@@ -14,7 +14,7 @@ import contextlib
 from collections import Counter
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from progress_server.models import Event, Task, TaskState
@@ -77,14 +77,25 @@ class TaskWrites(Protocol):
         """Store an event that changes no task (a hook's outcome)."""
 
 
-class LocalWrites:
-    """SQLite mode: the scheduler's memory is the truth, so a write only records it."""
+StoreT = TypeVar("StoreT", bound=Store)
 
-    def __init__(self, store: Store) -> None:
+
+class StoreWrites(Generic[StoreT]):
+    """What every mode's task writes share: a new task, and an event that changes no task,
+    go to the store as they are (no run holds either yet)."""
+
+    def __init__(self, store: StoreT) -> None:
         self._store = store
 
     async def insert(self, task: Task, idempotency_key: str | None, draft: Event) -> Event:
         return await self._store.insert_task(task, idempotency_key, draft)
+
+    async def append(self, draft: Event) -> Event:
+        return await self._store.insert_event(draft)
+
+
+class LocalWrites(StoreWrites[Store]):
+    """SQLite mode: the scheduler's memory is the truth, so a write only records it."""
 
     async def transition(
         self, task: Task, draft: Event, change: TaskChange, lease: RunLease | None
@@ -94,9 +105,6 @@ class LocalWrites:
 
     async def update(self, task: Task, change: TaskChange, lease: RunLease | None) -> None:
         await self._store.update_task(task.task_id, change)
-
-    async def append(self, draft: Event) -> Event:
-        return await self._store.insert_event(draft)
 
 
 class Launcher(Protocol):

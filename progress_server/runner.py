@@ -125,7 +125,8 @@ class TaskRun:
         try:
             await self._run()
         except LeaseLost:
-            # Also from the write telling of a failure: nothing of this run may be written.
+            # However the node learned it (a fenced write, the heartbeat, another node's
+            # action stopping the run from outside), one line says so; nothing more is written.
             log.info("task %s: stopped, this node no longer holds it", self.task.task_id)
 
     async def _run(self) -> None:
@@ -141,6 +142,8 @@ class TaskRun:
         except asyncio.CancelledError:
             if self.stop_reason is None:
                 raise
+            if self.stop_reason is StopReason.LEASE_LOST:
+                raise LeaseLost(task.task_id) from None
             log.debug("task %s stopped: %s", task.task_id, self.stop_reason.value)
         except LeaseLost:
             raise

@@ -104,6 +104,15 @@ class Node:
         async with self.http.get(self.server.base_url + "/healthz") as resp:
             return resp.status, await resp.json()
 
+    async def active_downloads(self) -> float:
+        """The node's own `progress_server_active_downloads` from /metrics."""
+        url = self.server.base_url + "/metrics"
+        async with self.http.get(url, headers=self.auth) as resp:
+            text = await resp.text()
+        assert resp.status == 200, text
+        name = "progress_server_active_downloads{"
+        return float(next(line for line in text.splitlines() if line.startswith(name)).split()[-1])
+
     def logs(self) -> str:
         return self.cluster.logs()
 

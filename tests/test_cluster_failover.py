@@ -71,7 +71,10 @@ async def test_a_killed_nodes_download_goes_on_elsewhere_from_its_part_file(
 ) -> None:
     submitted = await cluster[0].submit(origin.url(size=SIZE, rate=RATE))
     task_id = submitted["task_id"]
-    first = await _running_on(cluster, cluster[0], task_id, SIZE // 4)
+    # Progress counts bytes received; the engine writes them behind, in blocks of at most
+    # a tenth of a second (one more block may be on its way to the disk): half a second of
+    # the origin's rate later, the first quarter is in the `.part` that a kill leaves.
+    first = await _running_on(cluster, cluster[0], task_id, SIZE // 4 + RATE // 2)
     watcher = next(node for node in cluster.nodes if node is not first)
     ws = await cluster.http.ws_connect(watcher.server.base_url + WS_PATH, headers=watcher.auth)
     await ws.send_json({"action": "subscribe", "task_id": task_id})
@@ -134,6 +137,39 @@ async def test_a_node_frozen_past_its_lease_writes_nothing_when_it_thaws(
     assert not list(cluster.downloads.glob("*.part")), "no part file left behind"
     status, health = await frozen.healthz()
     assert status == 200 and health["node"] == frozen.name, "the thawed node serves on"
+
+
+async def test_a_thawed_node_that_receives_nothing_more_stands_down_all_the_same(
+    cluster: Cluster, origin: CountingOrigin
+) -> None:
+    # The first response stalls for a minute: after the thaw no byte arrives that a write
+    # fence could refuse, so the node must learn from the database that it lost the task.
+    stall_at = SIZE // 4
+    url = origin.url(size=SIZE, rate=RATE, stall_after=stall_at, stall=60, stall_times=1)
+    task_id = (await cluster[0].submit(url))["task_id"]
+    frozen = await _running_on(cluster, cluster[0], task_id, stall_at)
+    watcher = next(node for node in cluster.nodes if node is not frozen)
+    await asyncio.to_thread(frozen.server.proc.send_signal, signal.SIGSTOP)  # type: ignore[union-attr]
+    try:
+        taker = await _running_on(cluster, watcher, task_id, SIZE // 2)
+        assert taker is not frozen
+    finally:
+        await asyncio.to_thread(frozen.server.proc.send_signal, signal.SIGCONT)  # type: ignore[union-attr]
+    stand_down = f"task {task_id}: stopped, this node no longer holds it"
+
+    async def stood_down() -> bool:
+        return stand_down in frozen.server.log_text() and await frozen.active_downloads() == 0
+
+    await eventually(stood_down, 15, frozen.logs)
+    # The taker was still writing the shared `.part` when the node thawed: a cut or a
+    # write of the thawed node's would show in the sha256.
+    done = await watcher.wait_for(task_id, "completed")
+    path = cluster.downloads / done["filename"]
+    assert _sha256(path) == payload_sha256(SIZE), "the thawed node changed the file"
+    assert frozen.server.log_text().count(stand_down) == 1, frozen.logs()
+    history = [e["event"] for e in await watcher.events() if e["task_id"] == task_id]
+    assert history.count("download.completed") == 1, history
+    assert not list(cluster.downloads.glob("*.part")), "no part file left behind"
 
 
 async def test_max_per_host_holds_across_the_cluster(

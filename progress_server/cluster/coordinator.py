@@ -24,7 +24,7 @@ from progress_server import transitions
 from progress_server.cluster.actions import take_over
 from progress_server.cluster.buslog import ClusterLog
 from progress_server.cluster.claims import TaskLeases
-from progress_server.coordination import Launcher, LeaseLost, RunLease, TaskWrites
+from progress_server.coordination import Launcher, LeaseLost, RunLease, StoreWrites, TaskWrites
 from progress_server.errors import Conflict
 from progress_server.events import EventBus
 from progress_server.models import Event, EventName, Task, TaskState
@@ -97,15 +97,9 @@ class ClusterRunLease:
             raise LeaseLost(self.task_id) from exc
 
 
-class ClusterWrites:
+class ClusterWrites(StoreWrites[PostgresStore]):
     """Task writes in a cluster: a run's fenced by its lease, a user's action guarded by
     the transition table (it takes the task over from whichever node runs it)."""
-
-    def __init__(self, store: PostgresStore) -> None:
-        self._store = store
-
-    async def insert(self, task: Task, idempotency_key: str | None, draft: Event) -> Event:
-        return await self._store.insert_task(task, idempotency_key, draft)
 
     async def transition(
         self, task: Task, draft: Event, change: TaskChange, lease: RunLease | None
@@ -130,9 +124,6 @@ class ClusterWrites:
             await lease.write(change)
         else:
             await self._store.update_task(task.task_id, change)
-
-    async def append(self, draft: Event) -> Event:
-        return await self._store.insert_event(draft)
 
 
 class ClusterCoordinator:

@@ -34,10 +34,16 @@ _IOV_MAX = 1024
 class PartFile:
     def __init__(self, path: Path, before_write: Callable[[], None] | None = None) -> None:
         self.path = path
-        # Asked right before each write, on the writing thread; raising stops the write
-        # (a run that lost its task in a cluster writes no more bytes).
+        # Asked right before each change to the file (a write, a cut, a creation, growing
+        # it), on the thread that makes it; raising stops the change (a run that lost its
+        # task in a cluster changes the file no more: another node may be writing it now).
         self._before_write = before_write
         self._fd: int | None = None
+
+    def fence(self) -> None:
+        """Raise unless this download may still change its files (see `before_write`)."""
+        if self._before_write is not None:
+            self._before_write()
 
     @property
     def fd(self) -> int:
@@ -55,6 +61,7 @@ class PartFile:
         return await asyncio.to_thread(self._open_sync, keep, first)
 
     def _open_sync(self, keep: int | None, first: Callable[[], None] | None = None) -> int:
+        self.fence()
         if first is not None:
             first()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,6 +85,7 @@ class PartFile:
         await asyncio.to_thread(self._preallocate_sync, total)
 
     def _preallocate_sync(self, total: int) -> None:
+        self.fence()
         try:
             os.posix_fallocate(self.fd, 0, total)
         except OSError as exc:
@@ -92,8 +100,7 @@ class PartFile:
         return loop.run_in_executor(None, self._pwrite_all, offset, blocks)
 
     def _pwrite_all(self, offset: int, blocks: list[bytes]) -> None:
-        if self._before_write is not None:
-            self._before_write()
+        self.fence()
         views = [memoryview(b) for b in blocks]
         while views:
             written = os.pwritev(self.fd, views[:_IOV_MAX], offset)
@@ -105,7 +112,11 @@ class PartFile:
                 views[0] = views[0][written:]
 
     async def truncate(self, size: int) -> None:
-        await asyncio.to_thread(os.ftruncate, self.fd, size)
+        await asyncio.to_thread(self._truncate_sync, size)
+
+    def _truncate_sync(self, size: int) -> None:
+        self.fence()
+        os.ftruncate(self.fd, size)
 
     async def datasync(self) -> None:
         await asyncio.to_thread(os.fdatasync, self.fd)

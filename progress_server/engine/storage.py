@@ -76,6 +76,7 @@ class DownloadFiles:
                 raise outcome
 
     async def forget_journal(self) -> None:
+        self.part.fence()
         await self.journal.remove()
         self.journaled = False
 
@@ -91,11 +92,12 @@ class DownloadFiles:
         async def steps() -> None:
             try:
                 await self.part.datasync()
+                self.part.fence()
                 await self.journal.save(SavedSegments(total, validator, spans))
                 await self.part.preallocate(total)
             except BaseException:
                 await self.part.truncate(prefix())
-                await self.journal.remove()
+                await self.forget_journal()
                 raise
             self.journaled = True
 
@@ -133,6 +135,7 @@ class DownloadFiles:
         self._unsynced = 0
         await self.part.datasync()
         if spans is not None and validator and plan.total is not None:
+            self.part.fence()
             await self.journal.save(SavedSegments(plan.total, validator, spans))
 
     async def after_failure(self, plan: SegmentPlan) -> None:
@@ -158,11 +161,15 @@ class DownloadFiles:
         return digest
 
     async def close(self, plan: SegmentPlan | None, validator: str | None) -> None:
-        """Leave the `.part` resumable: a split one's journal names every written byte."""
+        """Leave the `.part` resumable: a split one's journal names every written byte.
+        A run that may no longer change the files (it lost its task) leaves them as they
+        are: another node may be writing them by now, and a cut would lose its bytes."""
         if not self._open:
             return
         try:
             await self.hasher.settle()
+            if not self._may_change():
+                return
             if plan is not None and self.journaled:
                 job = asyncio.ensure_future(self._make_durable(plan, validator))
                 await settle(job)
@@ -173,6 +180,13 @@ class DownloadFiles:
         finally:
             self.part.close()
             self._open = False
+
+    def _may_change(self) -> bool:
+        try:
+            self.part.fence()
+        except Exception:  # whatever the fence raises means no
+            return False
+        return True
 
 
 def check_size(settings: Settings, total: int | None) -> None:
