@@ -3,14 +3,14 @@ parameters, a change's assignments, a row as a Task, and what a lost database ra
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, TypeAlias
 from urllib.parse import urlsplit
 
 import asyncpg
 
 from progress_server.models import Task
-from progress_server.store.rows import TaskChange
+from progress_server.store.rows import NEW_TASK_COLUMNS, TaskChange
+from progress_server.store.rows import new_task_params as shared_new_task_params
 from progress_server.store.sqlite_rows import ColumnRow, change_columns, task_from_row
 
 # Task columns of type json: their parameters (JSON text) are cast.
@@ -39,34 +39,23 @@ if TYPE_CHECKING:
     )
 
 
-# A new task's row; new_task_params gives its parameters.
-INSERT_TASK = """
-INSERT INTO tasks (task_id, owner_key_id, url, filename, requested_filename, sha256, state,
-    options, idempotency_key, created_at, updated_at, host, source, parent_id, playlist_index,
-    request_hash)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8::json, $9, $10, $11, $12, $13, $14, $15, $16)
-"""
+# A new task's row: the columns both stores insert, then the host the per-host limit counts
+# across the cluster.
+_NEW_COLUMNS = (*NEW_TASK_COLUMNS, "host")
+INSERT_TASK = (
+    f"INSERT INTO tasks ({', '.join(_NEW_COLUMNS)})\n"
+    "VALUES ("
+    + ", ".join(
+        f"${i}::json" if name == "options" else f"${i}"
+        for i, name in enumerate(_NEW_COLUMNS, start=1)
+    )
+    + ")\n"
+)
 
 
 def new_task_params(task: Task, idempotency_key: str | None) -> list[object]:
-    return [
-        task.task_id,
-        task.owner_key_id,
-        task.url,
-        task.filename,
-        task.requested_filename,
-        task.sha256,
-        str(task.state),
-        json.dumps(task.options),
-        idempotency_key,
-        task.created_at,
-        task.updated_at,
-        task_host(task.url),
-        task.source,
-        task.parent_id,
-        task.playlist_index,
-        task.request_hash,
-    ]
+    """A new task's values for INSERT_TASK."""
+    return [*shared_new_task_params(task, idempotency_key), task_host(task.url)]
 
 
 # A new task unless the owner's Idempotency-Key already names one (then no row comes back).
