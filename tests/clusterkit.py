@@ -11,7 +11,8 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +191,20 @@ class Cluster:
         return "\n".join(
             f"--- {node.name} ---\n{node.server.log_tail(lines)}" for node in self.nodes
         )
+
+
+@asynccontextmanager
+async def running_cluster(
+    root: Path, database: str, *, lease_timeout: float = 3.0, extra_args: Sequence[str] = ()
+) -> AsyncIterator[Cluster]:
+    """A started cluster, stopped afterwards; a traceback in any node's log fails the test."""
+    started = Cluster(root, database, lease_timeout=lease_timeout, extra_args=extra_args)
+    try:
+        await started.start()
+        yield started
+    finally:
+        await started.close()
+    assert not started.crashes(), started.logs(60)
 
 
 def _stop_quietly(server: ServerProcess) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.apiclient import eventually
-from tests.clusterkit import Cluster, CountingOrigin, Node
+from tests.clusterkit import Cluster, CountingOrigin, Node, running_cluster
 from tests.origins import payload_sha256
 
 SIZE = 4_000_000
@@ -26,13 +26,8 @@ async def origin() -> AsyncIterator[CountingOrigin]:
 
 @pytest.fixture
 async def cluster(tmp_path: Path, pg_url: str) -> AsyncIterator[Cluster]:
-    started = Cluster(tmp_path, pg_url)
-    try:
-        await started.start()
+    async with running_cluster(tmp_path, pg_url) as started:
         yield started
-    finally:
-        await started.close()
-    assert not started.crashes(), started.logs(60)
 
 
 async def _runner_and_others(cluster: Cluster, task_id: str) -> tuple[Node, list[Node]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.apiclient import eventually
-from tests.clusterkit import Cluster, CountingOrigin, Node, stored
+from tests.clusterkit import Cluster, CountingOrigin, Node, running_cluster, stored
 from tests.origins import payload_sha256
 from tests.wsclient import WS_PATH, recv, recv_until
 
@@ -28,20 +28,10 @@ async def origin() -> AsyncIterator[CountingOrigin]:
         yield started
 
 
-async def _cluster(tmp_path: Path, pg_url: str, *args: str) -> Cluster:
-    cluster = Cluster(tmp_path, pg_url, lease_timeout=LEASE, extra_args=args)
-    await cluster.start()
-    return cluster
-
-
 @pytest.fixture
 async def cluster(tmp_path: Path, pg_url: str) -> AsyncIterator[Cluster]:
-    started = await _cluster(tmp_path, pg_url)
-    try:
+    async with running_cluster(tmp_path, pg_url, lease_timeout=LEASE) as started:
         yield started
-    finally:
-        await started.close()
-    assert not started.crashes(), started.logs(60)
 
 
 async def _running_on(cluster: Cluster, watcher: Node, task_id: str, at_least: int) -> Node:
@@ -175,17 +165,14 @@ async def test_a_thawed_node_that_receives_nothing_more_stands_down_all_the_same
 async def test_max_per_host_holds_across_the_cluster(
     tmp_path: Path, pg_url: str, origin: CountingOrigin
 ) -> None:
-    cluster = await _cluster(tmp_path, pg_url, "--max-per-host", "1", "--max-concurrent", "2")
-    try:
+    args = ["--max-per-host", "1", "--max-concurrent", "2"]
+    async with running_cluster(tmp_path, pg_url, lease_timeout=LEASE, extra_args=args) as cluster:
         # Two host names for the one origin: each may have one download in the cluster.
         urls = [origin.url(size=600_000, seed=i, rate=400_000) for i in range(3)]
         urls += [u.replace("127.0.0.1", "localhost") for u in urls]
         ids = [(await cluster[i % 3].submit(url))["task_id"] for i, url in enumerate(urls)]
         for task_id in ids:
             await cluster[1].wait_for(task_id, "completed", within=120)
-    finally:
-        await cluster.close()
-    assert not cluster.crashes(), cluster.logs(60)
     assert origin.most_in_flight == {"127.0.0.1": 1, "localhost": 1}, origin.most_in_flight
     assert origin.most_at_once == 2, "the two hosts' downloads ran side by side"
 

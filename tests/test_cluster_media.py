@@ -8,20 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.clusterkit import Cluster
+from tests.clusterkit import Cluster, running_cluster
 from tests.media_site import HLS_SECONDS, MP4_SECONDS, MediaSite
 
 
 @pytest.fixture
 async def cluster(tmp_path: Path, pg_url: str) -> AsyncIterator[Cluster]:
     # Media comes from 127.0.0.1 and 127.0.0.2: loopback, which the nodes must allow.
-    started = Cluster(tmp_path, pg_url, extra_args=["--max-concurrent", "1"])
-    try:
-        await started.start()
+    async with running_cluster(tmp_path, pg_url, extra_args=["--max-concurrent", "1"]) as started:
         yield started
-    finally:
-        await started.close()
-    assert not started.crashes(), started.logs(60)
 
 
 async def test_a_playlists_entries_run_anywhere_and_its_parent_completes_once(

@@ -16,7 +16,14 @@ import pytest
 
 from progress_server.web.sessions import COOKIE
 from tests.apiclient import eventually
-from tests.clusterkit import Cluster, CountingOrigin, create_cluster_key, run_cli, stored
+from tests.clusterkit import (
+    Cluster,
+    CountingOrigin,
+    create_cluster_key,
+    run_cli,
+    running_cluster,
+    stored,
+)
 from tests.origins import payload_sha256
 from tests.wsclient import WS_PATH, recv, recv_until
 
@@ -32,13 +39,8 @@ async def origin() -> AsyncIterator[CountingOrigin]:
 
 @pytest.fixture
 async def cluster(tmp_path: Path, pg_url: str) -> AsyncIterator[Cluster]:
-    started = Cluster(tmp_path, pg_url, extra_args=["--max-concurrent", "1"])
-    try:
-        await started.start()
+    async with running_cluster(tmp_path, pg_url, extra_args=["--max-concurrent", "1"]) as started:
         yield started
-    finally:
-        await started.close()
-    assert not started.crashes(), started.logs(60)
 
 
 def _sha256(path: Path) -> str:
