@@ -182,6 +182,18 @@ def timed(run: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
+def children_cpu() -> float:
+    """CPU seconds (user + system) of every finished child so far."""
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def sh(*cmd: str, cwd: Path | None = None) -> None:
     subprocess.run(cmd, check=True, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -478,17 +490,26 @@ def run_small(args: argparse.Namespace, work: Path, origin: StaticOrigin) -> Non
     ]
     peaks: list[int] = []
     lags: list[float] = []
+    # CPU seconds per run: on a shared machine the wall clock moves with the load, the
+    # work done much less.
+    aria_cpu: list[float] = []
+    server_cpu: list[float] = []
     small_args = ("--max-concurrent", "16", "--max-per-host", "16")
     for i in range(args.rounds):
         small_rows[0].runs.append(timed(lambda: sh(*curl_many, cwd=fresh(out))))
+        before = children_cpu()
         small_rows[1].runs.append(
             timed(lambda: sh(*ARIA, "-j", "16", "-d", str(fresh(out)), "-i", str(listing)))
         )
+        aria_cpu.append(children_cpu() - before)
         shutil.rmtree(out, ignore_errors=True)
         os.sync()
         with Server(work / f"server-small-{i}", *small_args) as server:
             spy = profiler(args.profile, f"small-{i}", server.proc.pid)
+            assert server.proc.pid is not None
+            before = process_cpu(server.proc.pid)
             total, transfer = server.download_all(urls)
+            server_cpu.append(process_cpu(server.proc.pid) - before)
             if spy is not None:
                 spy.send_signal(signal.SIGINT)  # py-spy writes its samples and exits
                 spy.wait(timeout=60)
@@ -505,6 +526,11 @@ def run_small(args: argparse.Namespace, work: Path, origin: StaticOrigin) -> Non
         f"  goal: {small_rows[1].seconds / small_rows[2].seconds:.2f} /"
         f" {small_rows[1].seconds / small_rows[3].seconds:.2f} of aria2c -j 16's (>= 1.0),"
         " transfer only / submit->completed"
+    )
+    print(
+        f"  CPU seconds per run: aria2c {' '.join(f'{c:.2f}' for c in aria_cpu)};"
+        f" server {' '.join(f'{c:.2f}' for c in server_cpu)}"
+        " (submissions, events, fsyncs and polling included)"
     )
     print(f"  server peak RSS (VmHWM) per run: {', '.join(f'{p / MiB:.0f}' for p in peaks)} MiB")
     print(f"  worst event-loop lag per run: {', '.join(f'{v:.1f}' for v in lags)} ms (goal < 50)")
