@@ -93,9 +93,6 @@ class GroupCommitWriter(_SqliteThread):
         # (write, its caller's future, when it was asked for)
         self._queued: list[tuple[WriteOp, asyncio.Future[Any], float]] = []
         self._flusher: asyncio.Task[None] | None = None
-        # Writes committed, and the commits that carried them.
-        self.writes = 0
-        self.commits = 0
         # Set once close() has written everything queued: later writes are refused.
         self._closing = False
 
@@ -176,8 +173,6 @@ class GroupCommitWriter(_SqliteThread):
                     if isinstance(exc, asyncio.CancelledError):
                         raise
                     continue
-                self.writes += len(batch)
-                self.commits += 1
                 committed_at = time.perf_counter()
                 for (_, done, asked_at), (value, error) in zip(batch, outcomes, strict=True):
                     self._committed(committed_at - asked_at)
