@@ -64,7 +64,8 @@ class LocalLog:
     The lock orders seq assignment only. Persisting runs outside it, so the store can
     group-commit every lifecycle event of the moment (many tasks' events share a commit);
     delivery waits its turn (`_InOrder`), so subscribers still see events in seq order,
-    which is what makes replay-then-live gapless."""
+    which is what makes replay-then-live gapless. A stored event's publisher waits for its
+    delivery; a progress event's does not."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -96,22 +97,30 @@ class LocalLog:
     async def append(
         self, draft: Event, persist: Persist | None, progress: Progress | None
     ) -> Event:
+        deliver = self._deliver
+        assert deliver is not None, "the log is not started"
         async with self._lock:
             if self._next_seq > self._reserved:
                 await self._reserve()
             event = dataclasses.replace(draft, seq=self._next_seq)
             self._next_seq += 1
+        if persist is None:
+            # Nothing to wait for: its delivery still takes its turn after every event before
+            # it, a lifecycle event being committed included, but the publisher (a
+            # connection's read loop) must not wait for other tasks' commits and fsyncs.
+            self._in_order.done(event.seq, lambda: deliver(event, progress))
+            return event
         delivered = self._in_order.ticket(event.seq)
         try:
-            if persist is not None:
-                event = await persist(event)
+            stored = await persist(event)
         except BaseException:
-            # Never stored, never heard of: its seq stays unused, later events go on.
+            # Not delivered: its seq is given up and later events go on. When persisting
+            # failed nothing was stored. When the caller was cancelled after its write's
+            # group commit began, the write still commits: the event is in the store (a
+            # replay shows it) though no subscriber heard it live. Transitions are shielded
+            # from that (TaskLifecycle); a submission's insert and hook events are not.
             self._in_order.done(event.seq, None)
             raise
-        deliver = self._deliver
-        assert deliver is not None, "the log is not started"
-        stored = event
         self._in_order.done(stored.seq, lambda: deliver(stored, progress))
         await delivered
         return stored
@@ -142,8 +151,10 @@ class EventBus:
         return _subscribe(self._subscribers, subscriber)
 
     def subscribe_own(self, subscriber: Subscriber) -> Callable[[], None]:
-        """Hear the events this process published, once each has been delivered: what a
-        node must act on once in a cluster (hooks), or count as its own work (metrics)."""
+        """Hear the events this process published, once each publish returned: what a
+        node must act on once in a cluster (hooks), or count as its own work (metrics). A
+        stored event has been delivered by then; a progress event may not have been yet
+        (its publisher does not wait for earlier events' commits)."""
         return _subscribe(self._own_subscribers, subscriber)
 
     async def publish(

@@ -80,6 +80,10 @@ class _SqliteThread:
             self._db = None
 
 
+class StoreClosed(RuntimeError):
+    """A write asked for once the store began closing its connection: it was not made."""
+
+
 class GroupCommitWriter(_SqliteThread):
     def __init__(self, path: Path, migrations: Path, committed: Callable[[float], None]) -> None:
         super().__init__(path, "sqlite-writer")
@@ -89,14 +93,23 @@ class GroupCommitWriter(_SqliteThread):
         # (write, its caller's future, when it was asked for)
         self._queued: list[tuple[WriteOp, asyncio.Future[Any], float]] = []
         self._flusher: asyncio.Task[None] | None = None
-        # Writes committed, and the commits that carried them.
-        self.writes = 0
-        self.commits = 0
+        # Set once close() has written everything queued: later writes are refused.
+        self._closing = False
+
+    async def open(self) -> None:
+        self._closing = False
+        await super().open()
 
     async def close(self) -> None:
-        """Write what is queued, then close."""
-        if self._flusher is not None:
+        """Write what is queued, and whatever is asked for meanwhile; refuse any write
+        after that, then close."""
+        # A caller woken by its commit may ask for another write before this resumes: it
+        # joins the queue and gets a flusher of its own, so wait until none is left.
+        while self._flusher is not None or self._queued:
+            if self._flusher is None:  # a flusher cancelled with writes still queued
+                self._flusher = asyncio.create_task(self._flush(), name="sqlite-group-commit")
             await asyncio.wait([self._flusher])
+        self._closing = True
         await super().close()
 
     def _prepare(self, db: sqlite3.Connection) -> None:
@@ -130,7 +143,10 @@ class GroupCommitWriter(_SqliteThread):
 
     async def write(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Run `op` in the next group commit; returns once it is durable. A caller
-        cancelled before its batch starts writes nothing."""
+        cancelled before its batch starts writes nothing. Raises StoreClosed once the
+        store is closing its connection."""
+        if self._closing:
+            raise StoreClosed("the store is closed: the write was not made")
         assert self._thread is not None, "store is not open"
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queued.append((op, done, time.perf_counter()))
@@ -157,8 +173,6 @@ class GroupCommitWriter(_SqliteThread):
                     if isinstance(exc, asyncio.CancelledError):
                         raise
                     continue
-                self.writes += len(batch)
-                self.commits += 1
                 committed_at = time.perf_counter()
                 for (_, done, asked_at), (value, error) in zip(batch, outcomes, strict=True):
                     self._committed(committed_at - asked_at)
