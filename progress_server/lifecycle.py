@@ -103,7 +103,7 @@ def _log_transition(task_id: str, name: EventName, state: TaskState, body: JSON)
         text = "queued again after a restart" if body.get("recovered") else "queued again"
     elif name is EventName.COMPLETED:
         result = body.get("result") or {}
-        text = f"completed: {result.get('filename')} ({result.get('size_mb')} MB)"
+        text = f"completed: {result.get('filename')} ({result.get('size_mb')} MiB)"
     else:
         text = state.value
     log.log(level, "task %s %s", task_id, text)
