@@ -165,3 +165,22 @@ async def test_global_speed_limit_is_shared(make_api: MakeApi, origin: Origin) -
     assert time.monotonic() - started >= 1.5
     for task_id in ids:
         assert _transfer_seconds(await api.events(task_id)) >= 1.2
+
+
+@needs_root
+async def test_a_failed_last_write_fails_the_task_instead_of_completing_it(
+    make_api: MakeApi, origin: Origin, tmp_path: Path
+) -> None:
+    """The whole of a small file is one block, written when the body has ended: a disk
+    that fills up under it must fail the task, never complete it with a short file."""
+    with small_filesystem(tmp_path / "data" / "downloads", "1m") as disk:
+        # Room for about 100 kB of the 300 kB: the last (and only) block cannot land.
+        (disk / "filler.bin").write_bytes(b"\0" * (1024 * 1024 - 100 * 1024))
+        api = await make_api(min_free_bytes=0, max_retries=1, **FAST_RETRIES)
+        # No Content-Length: the up-front room check cannot see it coming.
+        url = origin.url("/file/last.bin", size=300_000, seed=5, no_length=1)
+        task = await api.submit(url)
+        ended = await api.wait_for(task["task_id"], ("failed", "completed"))
+        assert ended["state"] == "failed", ended
+        assert ended["error"]["type"] == "disk_error"
+        assert not (disk / "last.bin").exists()

@@ -154,6 +154,13 @@ class DownloadFiles:
     async def finish(self, plan: SegmentPlan) -> str | None:
         """Every byte is written: the sha256 (if wanted), fsync, and no journal left."""
         assert plan.total is not None
+        written = plan.written_prefix()
+        if written < plan.total:
+            # Received is not written: a block that failed to land leaves a hole.
+            raise DownloadError(
+                ErrorType.DISK_ERROR,
+                f"only {written} of {plan.total} bytes reached the disk",
+            )
         digest = await self.hasher.digest(plan.total, plan.written_prefix)
         await self.part.fsync()
         if self.journaled:
