@@ -62,18 +62,19 @@ class DownloadFiles:
 
     async def start_over(self, settings: Settings, total: int | None) -> None:
         """Room for `total` bytes, then an empty `.part` (none at all when there is no room),
-        in one trip to a thread; beside it, no journal (whatever journal is there, an earlier
-        version's or an earlier task's of the same name, is not this plan's)."""
+        in one trip to a thread; then no journal beside it (whatever journal is there, an
+        earlier version's or an earlier task's of the same name, is not this plan's). In
+        that order: a crash between must not leave a full-size `.part` without its journal,
+        which would read as a finished one-connection download."""
         if self._open:
             await self.hasher.reset()
             self.part.close()
         room = functools.partial(ensure_room, settings, total, 0)
-        steps = (self.part.open(keep=0, first=room), self.forget_journal())
-        outcomes = await asyncio.gather(*steps, return_exceptions=True)
-        self._open = self.part.is_open
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        try:
+            await self.part.open(keep=0, first=room)
+        finally:
+            self._open = self.part.is_open
+        await self.forget_journal()
 
     async def forget_journal(self) -> None:
         self.part.fence()
