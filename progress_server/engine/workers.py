@@ -253,16 +253,21 @@ class SegmentWorkers:
     async def _request(self, segment: Segment) -> tuple[aiohttp.ClientResponse, Answer]:
         t = self.t
         headers = {"Accept-Encoding": "identity", **t.range_headers(segment)}
+        # What was asked: a steal while the answer is on its way moves `segment.end`, and
+        # the answer must then still match the request (stream() stops at the new end).
+        asked = (segment.pos, segment.end)
         response = await open_response(t.net.session, t.net.policy, t.url, headers)
         try:
             answer = Answer.of(response)
-            self._check(response, answer, segment)
+            self._check(response, answer, asked)
         except BaseException:
             response.close()
             raise
         return response, answer
 
-    def _check(self, response: aiohttp.ClientResponse, answer: Answer, segment: Segment) -> None:
+    def _check(
+        self, response: aiohttp.ClientResponse, answer: Answer, asked: tuple[int, int | None]
+    ) -> None:
         """Raise unless this is exactly the range asked for, from the same version."""
         t, plan = self.t, self.plan
         status = answer.status
@@ -274,11 +279,12 @@ class SegmentWorkers:
             raise RestartFromZero("the file changed on the origin")
         if status == 200 and answer.validator != t.validator:
             raise RestartFromZero("the file changed on the origin")
-        exact = answer.first == segment.pos and answer.stop == segment.end
+        first, stop = asked
+        exact = answer.first == first and answer.stop == stop
         if status == 206 and exact and answer.total == plan.total and not answer.encoded:
             return
         shown = f"{status} {answer.shown_range(response)}"
-        wanted = f"bytes {segment.pos}-{'' if segment.end is None else segment.end - 1}"
+        wanted = f"bytes {first}-{'' if stop is None else stop - 1}"
         if len(self._live) > 1:
             raise RangeRefused(f"origin answered {shown} to a request for {wanted}")
         # The last connection: nothing else can fetch this segment, so start over.
