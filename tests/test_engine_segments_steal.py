@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
+from pathlib import Path
 from typing import Any
 
+import aiohttp
+import pytest
 from aiohttp import web
 
+from progress_server.engine.downloader import Downloader
+from progress_server.engine.errors import DownloadError
+from progress_server.models import Task, TaskState
+from progress_server.settings import Settings
 from tests.conftest import MakeApi
 from tests.enginekit import FAST_RETRIES, TinyOrigin, downloaded, restarts, sha256_file
 from tests.origins import payload, payload_sha256
@@ -38,10 +46,13 @@ class LateSecondAnswer:
                 headers={"Content-Length": str(SIZE), "ETag": ETAG, "Accept-Ranges": "bytes"}
             )
             await whole.prepare(request)
-            for at in range(0, 64 * 1024, 8192):
-                await whole.write(self.data[at : at + 8192])
-                await asyncio.sleep(0.03)
-            await whole.write(self.data[64 * 1024 :])
+            try:
+                for at in range(0, 64 * 1024, 8192):
+                    await whole.write(self.data[at : at + 8192])
+                    await asyncio.sleep(0.03)
+                await whole.write(self.data[64 * 1024 :])
+            except ConnectionResetError:
+                pass  # the client took what it needed and closed the connection
             return whole
         found = re.fullmatch(r"bytes=(\d+)-(\d*)", asked)
         assert found, asked
@@ -71,3 +82,52 @@ async def test_a_steal_while_a_request_is_pending_keeps_its_answer(make_api: Mak
     # (refused, its bytes would be fetched again, or the file from zero).
     assert len(origin.starts) > 2, origin.starts
     assert len(set(origin.starts)) == len(origin.starts), origin.starts
+
+
+class CancelOnSecondConnection:
+    """A transfer's observer that, when a second connection opens, cancels the download
+    and takes a moment to record the change (an observer may await, e.g. a database)."""
+
+    def __init__(self) -> None:
+        self.download: asyncio.Task[Any] | None = None
+
+    async def choose_filename(self, content_disposition: str | None) -> str:
+        return "leak.bin"
+
+    async def response_started(
+        self, offset: int, total: int | None, etag: str | None, last_modified: str | None
+    ) -> None:
+        pass
+
+    async def restarted_from_zero(self, reason: str) -> None:
+        pass
+
+    def check_may_write(self) -> None:
+        pass
+
+    async def received(self, nbytes: int) -> None:
+        pass
+
+    async def attempt_failed(self, error: DownloadError, attempt: int, delay: float) -> None:
+        pass
+
+    async def connections_changed(self, open_now: int) -> None:
+        if open_now >= 2 and self.download is not None:
+            self.download.cancel()
+            await asyncio.sleep(0.05)
+
+
+async def test_a_cancel_as_a_connection_opens_gives_its_host_slot_back(tmp_path: Path) -> None:
+    limit = 2
+    settings = Settings(data_dir=tmp_path / "data", max_connections_per_host=limit, **SPLIT)
+    async with TinyOrigin(LateSecondAnswer()) as server, aiohttp.ClientSession() as session:
+        downloader = Downloader(settings, session)
+        now = time.time()
+        task = Task("t-leak", 1, server.url("/leak.bin"), None, TaskState.DOWNLOADING, now, now)
+        observer = CancelOnSecondConnection()
+        observer.download = asyncio.ensure_future(downloader.download(task, observer))
+        with pytest.raises(asyncio.CancelledError):
+            await observer.download
+    # Every connection of the cancelled download counts no more: the host has all of its
+    # --max-connections-per-host free for the next downloads.
+    assert all(downloader.hosts.take("127.0.0.1", first=False) for _ in range(limit))

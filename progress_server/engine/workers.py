@@ -127,10 +127,24 @@ class SegmentWorkers:
     ) -> Connection:
         t = self.t
         conn = Connection(ident, self.files.part, self.files.hasher, t.throttle, t.on_bytes)
-        self._live[ident] = asyncio.create_task(
+        job = asyncio.create_task(
             self._work(conn, segment, response, answer), name=f"connection-{ident}"
         )
+        self._live[ident] = job
+        # Also when the task was cancelled before its first step, which never runs its
+        # `finally`: the host's count would keep the connection for good.
+        job.add_done_callback(lambda _: self._ended(ident))
         return conn
+
+    def _ended(self, ident: int) -> None:
+        """A connection counts no more (once, from whichever runs first)."""
+        if self._live.pop(ident, None) is None:
+            return
+        self.t.net.hosts.give_back(self.t.host)
+        if not self._live or self._fatal is not None:
+            self._all_ended.set()
+        else:
+            self.fill()
 
     async def _split_when_slow(self, conn: Connection, segment: Segment) -> None:
         """Split the first connection's segment once that connection proves slower than
@@ -225,12 +239,7 @@ class SegmentWorkers:
                 self.plan.release(current)
                 # What did not reach the file (a failed write) is fetched again.
                 current.pos = current.written
-            del self._live[conn.ident]
-            t.net.hosts.give_back(t.host)
-            if not self._live or self._fatal is not None:
-                self._all_ended.set()
-            else:
-                self.fill()
+            self._ended(conn.ident)
             await t.observer.connections_changed(len(self._live))
 
     def _body_ended(self, segment: Segment) -> None:
