@@ -13,8 +13,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from progress_server.engine.connection import Connection
 from progress_server.engine.downloader import Downloader
 from progress_server.engine.errors import DownloadError
+from progress_server.engine.partfile import PartFile, PrefixHasher
+from progress_server.engine.segments import SegmentPlan
+from progress_server.engine.throttle import Throttle
 from progress_server.models import Task, TaskState
 from progress_server.settings import Settings
 from tests.conftest import MakeApi
@@ -131,3 +135,62 @@ async def test_a_cancel_as_a_connection_opens_gives_its_host_slot_back(tmp_path:
     # Every connection of the cancelled download counts no more: the host has all of its
     # --max-connections-per-host free for the next downloads.
     assert all(downloader.hosts.take("127.0.0.1", first=False) for _ in range(limit))
+
+
+class Paced:
+    """A 200 kB file sent in four pieces 0.3 s apart; the last one is 40 kB."""
+
+    SIZES = (60_000, 60_000, 40_000, 40_000)
+
+    def __init__(self) -> None:
+        self.data = payload(sum(self.SIZES), SEED)
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Length": str(len(self.data))})
+        await response.prepare(request)
+        at = 0
+        for size in self.SIZES:
+            await response.write(self.data[at : at + size])
+            at += size
+            await asyncio.sleep(0.3)
+        return response
+
+
+async def test_a_steal_during_a_slow_write_never_writes_bytes_twice(tmp_path: Path) -> None:
+    origin = Paced()
+    total = len(origin.data)
+    writes = 0
+
+    def slow_first_write() -> None:
+        # The first block's write (on its thread) takes 1.2 s: the fourth piece, 0.9 s in,
+        # waits for it, and a steal lands while it waits.
+        nonlocal writes
+        writes += 1
+        if writes == 2:  # the first call is the open
+            time.sleep(1.2)
+
+    part = PartFile(tmp_path / "paced.bin.part", slow_first_write)
+    await part.open(keep=0)
+    plan = SegmentPlan.single(total, min_size=1)
+    segment = plan.claim(0)
+    assert segment is not None
+
+    def landed(nbytes: int) -> None:
+        segment.written += nbytes
+
+    async def no_progress(nbytes: int) -> None:
+        pass
+
+    conn = Connection(0, part, PrefixHasher(part, enabled=False), Throttle([]), no_progress)
+    async with TinyOrigin(origin) as server, aiohttp.ClientSession() as session:
+        async with session.get(server.url("/paced.bin")) as response:
+            streaming = asyncio.ensure_future(conn.stream(response, segment, plan, total, landed))
+            await asyncio.sleep(1.2)
+            stolen = plan.steal(1)
+            await streaming
+    part.close()
+    # Whatever was stolen, no byte is claimed twice: the segments still tile the file
+    # (a journal of them restores) and hold no more than the file.
+    assert SegmentPlan.restore(total, plan.spans(), 1) is not None, (plan.spans(), stolen)
+    assert sum(written - start for start, _, written in plan.spans()) <= total
+    assert conn.received <= total

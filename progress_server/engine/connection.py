@@ -228,9 +228,11 @@ class Connection:
                 continue
             room = None if segment.end is None else segment.end - segment.pos
             piece = data if room is None or len(data) <= room else data[:room]
-            await self.writer.add(piece)
+            # Counted before the write is awaited: a steal while it waits must cut the
+            # segment after this piece, or its tail would be fetched (and counted) twice.
             segment.pos += len(piece)
             self.received += len(piece)
             accepted += len(piece)
             data = data[len(piece) :]
+            await self.writer.add(piece)
         return accepted
