@@ -128,7 +128,14 @@ class DownloadFiles:
             due = self._sync_due.is_set() or (self.journaled and self._unsynced > 0)
             self._sync_due.clear()
             if due:
-                await self._make_durable(plan, validator)
+                # Waited for even through the cancel that stops this loop: a save still
+                # running in its thread would put the journal back after the finish or a
+                # discard removed it, or race close()'s own save of it.
+                job = asyncio.ensure_future(self._make_durable(plan, validator))
+                await settle(job)
+                error = None if job.cancelled() else job.exception()
+                if error is not None:
+                    raise error
 
     async def _make_durable(self, plan: SegmentPlan, validator: str | None) -> None:
         # Taken before the sync starts: only writes that had landed by then are claimed.
