@@ -57,8 +57,12 @@ class PartFile:
     async def open(self, keep: int | None, first: Callable[[], None] | None = None) -> int:
         """Open for writing. `keep=None` keeps the file as it is (a split download);
         otherwise it is cut to its first `keep` bytes (0: empty). Returns its size.
-        `first` runs before, on the same thread (a check whose failure leaves no file)."""
-        return await asyncio.to_thread(self._open_sync, keep, first)
+        `first` runs before, on the same thread (a check whose failure leaves no file).
+        Finished even through a cancel (re-raised afterwards): the descriptor the thread
+        opens must be ours to close, not leaked."""
+        job = asyncio.ensure_future(asyncio.to_thread(self._open_sync, keep, first))
+        await settle(job)
+        return job.result()
 
     def _open_sync(self, keep: int | None, first: Callable[[], None] | None = None) -> int:
         self.fence()

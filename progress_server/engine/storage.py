@@ -44,7 +44,6 @@ class DownloadFiles:
         self.journal = journal
         # Split, journaled and preallocated: the `.part` size says nothing any more.
         self.journaled = False
-        self._open = False
         self._unsynced = 0
         self._sync_due = asyncio.Event()
 
@@ -54,11 +53,10 @@ class DownloadFiles:
 
     async def open(self, keep: int | None) -> None:
         """(Re)open the `.part`: `keep=None` as it is, else cut to `keep` bytes."""
-        if self._open:
+        if self.part.is_open:
             await self.hasher.reset()
             self.part.close()
         await self.part.open(keep)
-        self._open = True
 
     async def start_over(self, settings: Settings, total: int | None) -> None:
         """Room for `total` bytes, then an empty `.part` (none at all when there is no room),
@@ -66,14 +64,11 @@ class DownloadFiles:
         earlier version's or an earlier task's of the same name, is not this plan's). In
         that order: a crash between must not leave a full-size `.part` without its journal,
         which would read as a finished one-connection download."""
-        if self._open:
+        if self.part.is_open:
             await self.hasher.reset()
             self.part.close()
         room = functools.partial(ensure_room, settings, total, 0)
-        try:
-            await self.part.open(keep=0, first=room)
-        finally:
-            self._open = self.part.is_open
+        await self.part.open(keep=0, first=room)
         await self.forget_journal()
 
     async def forget_journal(self) -> None:
@@ -179,7 +174,7 @@ class DownloadFiles:
         """Leave the `.part` resumable: a split one's journal names every written byte.
         A run that may no longer change the files (it lost its task) leaves them as they
         are: another node may be writing them by now, and a cut would lose its bytes."""
-        if not self._open:
+        if not self.part.is_open:
             return
         try:
             await self.hasher.settle()
@@ -194,7 +189,6 @@ class DownloadFiles:
                 await self._trim(plan)
         finally:
             self.part.close()
-            self._open = False
 
     def _may_change(self) -> bool:
         try:
