@@ -184,3 +184,23 @@ async def test_a_failed_last_write_fails_the_task_instead_of_completing_it(
         assert ended["state"] == "failed", ended
         assert ended["error"]["type"] == "disk_error"
         assert not (disk / "last.bin").exists()
+
+
+@needs_root
+async def test_a_failing_background_sync_fails_a_split_download_early(
+    make_api: MakeApi, origin: Origin, tmp_path: Path
+) -> None:
+    """The journal's save while the transfer runs fails (the disk is full once the split
+    `.part` is preallocated): the download fails then, not after fetching everything."""
+    size = 4 * 2**20
+    with small_filesystem(tmp_path / "data" / "downloads", "8m") as disk:
+        # Room for the preallocated `.part` and the journal, and not one page more: the
+        # next save of the journal (a new temp file) finds the disk full.
+        (disk / "filler.bin").write_bytes(b"\0" * (8 * 2**20 - size - 4096))
+        api = await make_api(segments=4, min_segment_size=500_000, **FAST_RETRIES)
+        # Each connection at 500 kB/s: the whole file takes two seconds on four of them.
+        url = origin.url("/file/sync.bin", size=size, seed=6, conn_rate=500_000)
+        task = await api.submit(url)
+        failed = await api.wait_for(task["task_id"], "failed", within=30)
+        assert failed["error"]["type"] == "disk_error"
+        assert origin.sent["/file/sync.bin"] < size / 2

@@ -135,6 +135,7 @@ class Transfer:
         assert self.files is not None and self.plan is not None
         workers = SegmentWorkers(self)
         syncing = asyncio.create_task(self.files.keep_durable(self.plan, self.validator))
+        syncing.add_done_callback(workers.durability_ended)
         try:
             await workers.run(first, response, answer, splittable=self.splittable(answer))
         finally:

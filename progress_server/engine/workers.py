@@ -327,6 +327,13 @@ class SegmentWorkers:
         elif not progressed:
             self.target = max(1, min(self.target, others))
 
+    def durability_ended(self, syncing: asyncio.Future[None]) -> None:
+        """The background sync (DownloadFiles.keep_durable) ended: only a failure ends it
+        before the workers do, and then the download fails now, not after every byte."""
+        error = None if syncing.cancelled() else syncing.exception()
+        if error is not None:
+            self._fail(classify(error, self.t.settings) or error)
+
     def _one_more(self) -> None:
         self.target = min(self.target + 1, max(1, self.t.wanted))
         self.fill()
