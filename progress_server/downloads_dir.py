@@ -2,8 +2,9 @@
 names, moves finished files into place and deletes a task's files.
 
 filenames.py holds the pure naming rules (sanitising, numbering, `.part` names); this module
-applies them to the folder and to the names other tasks hold in the store. Names are claimed
-under one lock, and recorded with the store's conditional write, so no two tasks get one name.
+applies them to the folder and to the names other tasks hold in the store. A name being
+claimed is held in memory until the store's conditional write of it settles (claims run side
+by side; only new tasks' claims and placed outputs take a lock), so no two tasks get one name.
 """
 
 from __future__ import annotations

@@ -165,3 +165,42 @@ async def test_global_speed_limit_is_shared(make_api: MakeApi, origin: Origin) -
     assert time.monotonic() - started >= 1.5
     for task_id in ids:
         assert _transfer_seconds(await api.events(task_id)) >= 1.2
+
+
+@needs_root
+async def test_a_failed_last_write_fails_the_task_instead_of_completing_it(
+    make_api: MakeApi, origin: Origin, tmp_path: Path
+) -> None:
+    """The whole of a small file is one block, written when the body has ended: a disk
+    that fills up under it must fail the task, never complete it with a short file."""
+    with small_filesystem(tmp_path / "data" / "downloads", "1m") as disk:
+        # Room for about 100 kB of the 300 kB: the last (and only) block cannot land.
+        (disk / "filler.bin").write_bytes(b"\0" * (1024 * 1024 - 100 * 1024))
+        api = await make_api(min_free_bytes=0, max_retries=1, **FAST_RETRIES)
+        # No Content-Length: the up-front room check cannot see it coming.
+        url = origin.url("/file/last.bin", size=300_000, seed=5, no_length=1)
+        task = await api.submit(url)
+        ended = await api.wait_for(task["task_id"], ("failed", "completed"))
+        assert ended["state"] == "failed", ended
+        assert ended["error"]["type"] == "disk_error"
+        assert not (disk / "last.bin").exists()
+
+
+@needs_root
+async def test_a_failing_background_sync_fails_a_split_download_early(
+    make_api: MakeApi, origin: Origin, tmp_path: Path
+) -> None:
+    """The journal's save while the transfer runs fails (the disk is full once the split
+    `.part` is preallocated): the download fails then, not after fetching everything."""
+    size = 4 * 2**20
+    with small_filesystem(tmp_path / "data" / "downloads", "8m") as disk:
+        # Room for the preallocated `.part` and the journal, and not one page more: the
+        # next save of the journal (a new temp file) finds the disk full.
+        (disk / "filler.bin").write_bytes(b"\0" * (8 * 2**20 - size - 4096))
+        api = await make_api(segments=4, min_segment_size=500_000, **FAST_RETRIES)
+        # Each connection at 500 kB/s: the whole file takes two seconds on four of them.
+        url = origin.url("/file/sync.bin", size=size, seed=6, conn_rate=500_000)
+        task = await api.submit(url)
+        failed = await api.wait_for(task["task_id"], "failed", within=30)
+        assert failed["error"]["type"] == "disk_error"
+        assert origin.sent["/file/sync.bin"] < size / 2

@@ -167,33 +167,47 @@ class Connection:
         unstarted neighbours while the body runs on) or the body ends. True when the body
         was read to its end, so the connection can go back to the pool."""
         self.writer.bind(segment.pos, on_written)
+        try:
+            to_the_end = await self._read_body(response, segment, plan, response_stop)
+            # The last block's write error must surface here: the segment is only done
+            # once its bytes reached the file.
+            await self.writer.flush()
+            await self.writer.drain()
+        finally:
+            await self.writer.close()
+        return to_the_end
+
+    async def _read_body(
+        self,
+        response: aiohttp.ClientResponse,
+        segment: Segment,
+        plan: SegmentPlan,
+        response_stop: int | None,
+    ) -> bool:
         _body_without_read_timeout(response)
         content = response.content
         limit = self._throttle.slice_bytes if self._throttle.limited else None
-        try:
-            while self._room(segment, plan, response_stop):
-                try:
-                    chunk = await _next_chunk(content, limit)
-                except BaseException:
-                    kept = await self._accept(salvage(content), segment, plan, response_stop)
-                    if kept:
-                        await self._on_bytes(kept)
-                    raise
-                if not chunk:
-                    return True
-                self.reads += 1
-                if len(chunk) >= FULL_READ_BYTES:
-                    self.full_reads += 1
-                accepted = await self._accept(chunk, segment, plan, response_stop)
-                if limit:
-                    # Paid for before it counts: a reading never runs a slice ahead of the
-                    # limit (the bytes are in the file already, so a stop loses none).
-                    await self._throttle.take(len(chunk))
-                if accepted:
-                    await self._on_bytes(accepted)
-            return response_stop is not None and segment.pos == response_stop
-        finally:
-            await self.writer.close()
+        while self._room(segment, plan, response_stop):
+            try:
+                chunk = await _next_chunk(content, limit)
+            except BaseException:
+                kept = await self._accept(salvage(content), segment, plan, response_stop)
+                if kept:
+                    await self._on_bytes(kept)
+                raise
+            if not chunk:
+                return True
+            self.reads += 1
+            if len(chunk) >= FULL_READ_BYTES:
+                self.full_reads += 1
+            accepted = await self._accept(chunk, segment, plan, response_stop)
+            if limit:
+                # Paid for before it counts: a reading never runs a slice ahead of the
+                # limit (the bytes are in the file already, so a stop loses none).
+                await self._throttle.take(len(chunk))
+            if accepted:
+                await self._on_bytes(accepted)
+        return response_stop is not None and segment.pos == response_stop
 
     def _room(self, segment: Segment, plan: SegmentPlan, response_stop: int | None) -> bool:
         """Whether the segment can take more of this body."""
@@ -214,9 +228,11 @@ class Connection:
                 continue
             room = None if segment.end is None else segment.end - segment.pos
             piece = data if room is None or len(data) <= room else data[:room]
-            await self.writer.add(piece)
+            # Counted before the write is awaited: a steal while it waits must cut the
+            # segment after this piece, or its tail would be fetched (and counted) twice.
             segment.pos += len(piece)
             self.received += len(piece)
             accepted += len(piece)
             data = data[len(piece) :]
+            await self.writer.add(piece)
         return accepted

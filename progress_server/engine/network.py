@@ -73,9 +73,6 @@ class HostConnections:
         else:
             self._open.pop(host, None)
 
-    def open_to(self, host: str) -> int:
-        return self._open.get(host, 0)
-
 
 @dataclass(frozen=True)
 class Network:

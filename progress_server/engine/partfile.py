@@ -57,8 +57,12 @@ class PartFile:
     async def open(self, keep: int | None, first: Callable[[], None] | None = None) -> int:
         """Open for writing. `keep=None` keeps the file as it is (a split download);
         otherwise it is cut to its first `keep` bytes (0: empty). Returns its size.
-        `first` runs before, on the same thread (a check whose failure leaves no file)."""
-        return await asyncio.to_thread(self._open_sync, keep, first)
+        `first` runs before, on the same thread (a check whose failure leaves no file).
+        Finished even through a cancel (re-raised afterwards): the descriptor the thread
+        opens must be ours to close, not leaked."""
+        job = asyncio.ensure_future(asyncio.to_thread(self._open_sync, keep, first))
+        await settle(job)
+        return job.result()
 
     def _open_sync(self, keep: int | None, first: Callable[[], None] | None = None) -> int:
         self.fence()
@@ -237,6 +241,9 @@ class BlockWriter:
         self._since = 0.0
         self._pending: asyncio.Future[list[Any]] | None = None
         self._on_written: Callable[[int], None] = lambda n: None
+        # A block failed to land: nothing after it may be written, or `written` (a count
+        # from the segment's start) would cover the hole it left.
+        self._failed = False
         # Seconds this connection waited for the disk: a connection the disk holds back
         # would not be helped by more connections.
         self.disk_wait = 0.0
@@ -246,6 +253,7 @@ class BlockWriter:
         assert not self._blocks and self._pending is None
         self._offset = offset
         self._on_written = on_written
+        self._failed = False
 
     async def add(self, data: bytes) -> None:
         if not self._blocks:
@@ -296,15 +304,21 @@ class BlockWriter:
             if waited_from is not None:
                 self.disk_wait += time.monotonic() - waited_from
             if error is not None:
+                self._failed = True
                 raise error
 
     async def close(self) -> None:
         """Write everything buffered and wait for it, even through a cancel (re-raised
         afterwards): the bytes that arrived are kept. Never raises for a failed write:
         this runs while another error is on its way up, and a block that failed simply
-        never counts as written."""
-        await settle(self._pending)
-        self._pending = None
+        never counts as written (nor does anything buffered after it)."""
+        pending, self._pending = self._pending, None
+        await settle(pending)
+        if pending is not None and not pending.cancelled():
+            self._failed = self._failed or _first_error(pending.result()) is not None
+        if self._failed:
+            self._blocks, self._buffered = [], 0
+            return
         self._submit()
         await settle(self._pending)
         self._pending = None

@@ -44,7 +44,6 @@ class DownloadFiles:
         self.journal = journal
         # Split, journaled and preallocated: the `.part` size says nothing any more.
         self.journaled = False
-        self._open = False
         self._unsynced = 0
         self._sync_due = asyncio.Event()
 
@@ -54,26 +53,23 @@ class DownloadFiles:
 
     async def open(self, keep: int | None) -> None:
         """(Re)open the `.part`: `keep=None` as it is, else cut to `keep` bytes."""
-        if self._open:
+        if self.part.is_open:
             await self.hasher.reset()
             self.part.close()
         await self.part.open(keep)
-        self._open = True
 
     async def start_over(self, settings: Settings, total: int | None) -> None:
         """Room for `total` bytes, then an empty `.part` (none at all when there is no room),
-        in one trip to a thread; beside it, no journal (whatever journal is there, an earlier
-        version's or an earlier task's of the same name, is not this plan's)."""
-        if self._open:
+        in one trip to a thread; then no journal beside it (whatever journal is there, an
+        earlier version's or an earlier task's of the same name, is not this plan's). In
+        that order: a crash between must not leave a full-size `.part` without its journal,
+        which would read as a finished one-connection download."""
+        if self.part.is_open:
             await self.hasher.reset()
             self.part.close()
         room = functools.partial(ensure_room, settings, total, 0)
-        steps = (self.part.open(keep=0, first=room), self.forget_journal())
-        outcomes = await asyncio.gather(*steps, return_exceptions=True)
-        self._open = self.part.is_open
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        await self.part.open(keep=0, first=room)
+        await self.forget_journal()
 
     async def forget_journal(self) -> None:
         self.part.fence()
@@ -127,7 +123,14 @@ class DownloadFiles:
             due = self._sync_due.is_set() or (self.journaled and self._unsynced > 0)
             self._sync_due.clear()
             if due:
-                await self._make_durable(plan, validator)
+                # Waited for even through the cancel that stops this loop: a save still
+                # running in its thread would put the journal back after the finish or a
+                # discard removed it, or race close()'s own save of it.
+                job = asyncio.ensure_future(self._make_durable(plan, validator))
+                await settle(job)
+                error = None if job.cancelled() else job.exception()
+                if error is not None:
+                    raise error
 
     async def _make_durable(self, plan: SegmentPlan, validator: str | None) -> None:
         # Taken before the sync starts: only writes that had landed by then are claimed.
@@ -154,6 +157,13 @@ class DownloadFiles:
     async def finish(self, plan: SegmentPlan) -> str | None:
         """Every byte is written: the sha256 (if wanted), fsync, and no journal left."""
         assert plan.total is not None
+        written = plan.written_prefix()
+        if written < plan.total:
+            # Received is not written: a block that failed to land leaves a hole.
+            raise DownloadError(
+                ErrorType.DISK_ERROR,
+                f"only {written} of {plan.total} bytes reached the disk",
+            )
         digest = await self.hasher.digest(plan.total, plan.written_prefix)
         await self.part.fsync()
         if self.journaled:
@@ -164,7 +174,7 @@ class DownloadFiles:
         """Leave the `.part` resumable: a split one's journal names every written byte.
         A run that may no longer change the files (it lost its task) leaves them as they
         are: another node may be writing them by now, and a cut would lose its bytes."""
-        if not self._open:
+        if not self.part.is_open:
             return
         try:
             await self.hasher.settle()
@@ -179,7 +189,6 @@ class DownloadFiles:
                 await self._trim(plan)
         finally:
             self.part.close()
-            self._open = False
 
     def _may_change(self) -> bool:
         try:

@@ -135,6 +135,7 @@ class Transfer:
         assert self.files is not None and self.plan is not None
         workers = SegmentWorkers(self)
         syncing = asyncio.create_task(self.files.keep_durable(self.plan, self.validator))
+        syncing.add_done_callback(workers.durability_ended)
         try:
             await workers.run(first, response, answer, splittable=self.splittable(answer))
         finally:
@@ -158,9 +159,10 @@ class Transfer:
         try:
             saved = await files.journal.load()
         except JournalUnreadable:
-            await files.forget_journal()
-            # Without its journal a split `.part` cannot be told apart from holes.
+            # Without its journal a split `.part` cannot be told apart from holes: cut it
+            # before the journal goes, so no crash leaves the one without the other.
             await files.open(keep=0)
+            await files.forget_journal()
             return
         size = await asyncio.to_thread(size_or_zero, files.path)
         validator = task.etag or task.last_modified
@@ -171,12 +173,12 @@ class Transfer:
                 await files.open(keep=None)
                 return
             size = 0  # a split `.part` of another version or a broken journal
-        if saved is not None:
-            await files.forget_journal()
         if size > 0 and not validator:
             await self.observer.restarted_from_zero("origin gave no validator to resume against")
             size = 0
         await files.open(keep=size)
+        if saved is not None:
+            await files.forget_journal()  # only once the `.part` no longer needs it
         if size > 0:
             self.plan = SegmentPlan.single(
                 task.total_bytes, self.settings.min_segment_size, kept=size
@@ -195,8 +197,10 @@ class Transfer:
         self.plan = None
         self.validator = None
         if self.files is not None:
-            await self.files.forget_journal()
+            # The `.part` is cut first: a full-size one left without its journal would
+            # read as a finished download after a crash.
             await self.files.open(keep=0)
+            await self.files.forget_journal()
 
     # -- the first answer ------------------------------------------------------------
 

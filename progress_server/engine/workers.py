@@ -127,10 +127,24 @@ class SegmentWorkers:
     ) -> Connection:
         t = self.t
         conn = Connection(ident, self.files.part, self.files.hasher, t.throttle, t.on_bytes)
-        self._live[ident] = asyncio.create_task(
+        job = asyncio.create_task(
             self._work(conn, segment, response, answer), name=f"connection-{ident}"
         )
+        self._live[ident] = job
+        # Also when the task was cancelled before its first step, which never runs its
+        # `finally`: the host's count would keep the connection for good.
+        job.add_done_callback(lambda _: self._ended(ident))
         return conn
+
+    def _ended(self, ident: int) -> None:
+        """A connection counts no more (once, from whichever runs first)."""
+        if self._live.pop(ident, None) is None:
+            return
+        self.t.net.hosts.give_back(self.t.host)
+        if not self._live or self._fatal is not None:
+            self._all_ended.set()
+        else:
+            self.fill()
 
     async def _split_when_slow(self, conn: Connection, segment: Segment) -> None:
         """Split the first connection's segment once that connection proves slower than
@@ -225,12 +239,7 @@ class SegmentWorkers:
                 self.plan.release(current)
                 # What did not reach the file (a failed write) is fetched again.
                 current.pos = current.written
-            del self._live[conn.ident]
-            t.net.hosts.give_back(t.host)
-            if not self._live or self._fatal is not None:
-                self._all_ended.set()
-            else:
-                self.fill()
+            self._ended(conn.ident)
             await t.observer.connections_changed(len(self._live))
 
     def _body_ended(self, segment: Segment) -> None:
@@ -253,16 +262,21 @@ class SegmentWorkers:
     async def _request(self, segment: Segment) -> tuple[aiohttp.ClientResponse, Answer]:
         t = self.t
         headers = {"Accept-Encoding": "identity", **t.range_headers(segment)}
+        # What was asked: a steal while the answer is on its way moves `segment.end`, and
+        # the answer must then still match the request (stream() stops at the new end).
+        asked = (segment.pos, segment.end)
         response = await open_response(t.net.session, t.net.policy, t.url, headers)
         try:
             answer = Answer.of(response)
-            self._check(response, answer, segment)
+            self._check(response, answer, asked)
         except BaseException:
             response.close()
             raise
         return response, answer
 
-    def _check(self, response: aiohttp.ClientResponse, answer: Answer, segment: Segment) -> None:
+    def _check(
+        self, response: aiohttp.ClientResponse, answer: Answer, asked: tuple[int, int | None]
+    ) -> None:
         """Raise unless this is exactly the range asked for, from the same version."""
         t, plan = self.t, self.plan
         status = answer.status
@@ -274,11 +288,12 @@ class SegmentWorkers:
             raise RestartFromZero("the file changed on the origin")
         if status == 200 and answer.validator != t.validator:
             raise RestartFromZero("the file changed on the origin")
-        exact = answer.first == segment.pos and answer.stop == segment.end
+        first, stop = asked
+        exact = answer.first == first and answer.stop == stop
         if status == 206 and exact and answer.total == plan.total and not answer.encoded:
             return
         shown = f"{status} {answer.shown_range(response)}"
-        wanted = f"bytes {segment.pos}-{'' if segment.end is None else segment.end - 1}"
+        wanted = f"bytes {first}-{'' if stop is None else stop - 1}"
         if len(self._live) > 1:
             raise RangeRefused(f"origin answered {shown} to a request for {wanted}")
         # The last connection: nothing else can fetch this segment, so start over.
@@ -311,6 +326,13 @@ class SegmentWorkers:
                 self._timers.append(loop.call_later(delay, self._one_more))
         elif not progressed:
             self.target = max(1, min(self.target, others))
+
+    def durability_ended(self, syncing: asyncio.Future[None]) -> None:
+        """The background sync (DownloadFiles.keep_durable) ended: only a failure ends it
+        before the workers do, and then the download fails now, not after every byte."""
+        error = None if syncing.cancelled() else syncing.exception()
+        if error is not None:
+            self._fail(classify(error, self.t.settings) or error)
 
     def _one_more(self) -> None:
         self.target = min(self.target + 1, max(1, self.t.wanted))

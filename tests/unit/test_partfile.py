@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -158,3 +161,25 @@ async def test_an_unreadable_journal_is_said_so(tmp_path: Path) -> None:
     journal.path.write_text("not json")
     with pytest.raises(JournalUnreadable):
         await journal.load()
+
+
+def _descriptors_of(path: Path) -> list[str]:
+    """This process's open file descriptors that point at `path`."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+                found.append(fd)
+    return found
+
+
+async def test_a_cancelled_open_leaves_no_descriptor_behind(tmp_path: Path) -> None:
+    part = PartFile(tmp_path / "slow.part", lambda: time.sleep(0.3))  # a slow disk
+    opening = asyncio.ensure_future(part.open(keep=0))
+    await asyncio.sleep(0.05)
+    opening.cancel()  # a pause while the thread is still opening the file
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    part.close()
+    await asyncio.sleep(0.5)  # a thread left running would have opened it by now
+    assert _descriptors_of(part.path) == []
