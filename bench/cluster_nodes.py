@@ -149,7 +149,7 @@ async def _time_takeover(cluster: Cluster, origin: Origin) -> dict[str, float]:
     await eventually(running, 60)
     victim = cluster.by_name(record["node"])
     watcher: Node = next(node for node in cluster.nodes if node is not victim)
-    ws = await cluster.http.ws_connect(watcher.server.base_url + WS_PATH, headers=watcher.auth)
+    ws = await cluster.http.ws_connect(watcher.server.base_url + WS_PATH, headers=watcher.headers)
     await ws.send_json({"action": "subscribe", "task_id": task_id})
     await ws.receive(timeout=30)
     await asyncio.to_thread(victim.server.kill)

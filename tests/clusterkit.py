@@ -8,7 +8,6 @@ a thread: the origin must keep serving while nodes start, stop and die.
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -21,6 +20,7 @@ from aiohttp import web
 
 from tests.apiclient import eventually
 from tests.origins import Origin
+from tests.processapi import ProcessApi
 from tests.serverproc import ServerProcess, _child_env
 
 JSON = dict[str, Any]
@@ -45,7 +45,7 @@ def create_cluster_key(database: str, name: str, cwd: Path, admin: bool = True) 
     return lines[-1]
 
 
-class Node:
+class Node(ProcessApi):
     """One node's process and an HTTP client for it."""
 
     def __init__(self, server: ServerProcess, name: str, cluster: Cluster) -> None:
@@ -58,23 +58,11 @@ class Node:
         return self.cluster.http
 
     @property
-    def auth(self) -> dict[str, str]:
+    def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.cluster.key}"}
 
-    async def call(self, method: str, path: str, status: int = 200, **kwargs: Any) -> Any:
-        url = self.server.base_url + path
-        async with self.http.request(method, url, headers=self.auth, **kwargs) as resp:
-            body = await resp.text()
-            assert resp.status == status, f"{method} {path} on {self.name}: {resp.status} {body}"
-            return json.loads(body) if body else None
-
-    async def submit(self, url: str, **fields: Any) -> JSON:
-        task: JSON = await self.call("POST", "/api/downloads", 201, json={"url": url, **fields})
-        return task
-
-    async def task(self, task_id: str) -> JSON:
-        task: JSON = await self.call("GET", f"/api/downloads/{task_id}")
-        return task
+    def where(self) -> str:
+        return f" (on {self.name})"
 
     async def progress(self, task_id: str) -> JSON:
         polled: JSON = await self.call("GET", f"/api/progress/{task_id}")
@@ -108,7 +96,7 @@ class Node:
     async def active_downloads(self) -> float:
         """The node's own `progress_server_active_downloads` from /metrics."""
         url = self.server.base_url + "/metrics"
-        async with self.http.get(url, headers=self.auth) as resp:
+        async with self.http.get(url, headers=self.headers) as resp:
             text = await resp.text()
         assert resp.status == 200, text
         name = "progress_server_active_downloads{"

@@ -111,7 +111,7 @@ async def test_delete_on_another_node_is_gone_everywhere(
         for node in cluster.nodes:
             for path in (f"/api/downloads/{task_id}", f"/api/progress/{task_id}"):
                 url = node.server.base_url + path
-                async with node.http.get(url, headers=node.auth) as resp:
+                async with node.http.get(url, headers=node.headers) as resp:
                     statuses.append(resp.status)
         return set(statuses) == {404}
 

@@ -38,7 +38,7 @@ class Watch:
 
     async def __aenter__(self) -> Watch:
         self.ws = await self.node.http.ws_connect(
-            self.node.server.base_url + WS_PATH, headers=self.node.auth
+            self.node.server.base_url + WS_PATH, headers=self.node.headers
         )
         await self.ws.send_json({"action": "subscribe", "task_id": "*"})
         subscribed = await recv(self.ws)

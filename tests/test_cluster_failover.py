@@ -66,7 +66,7 @@ async def test_a_killed_nodes_download_goes_on_elsewhere_from_its_part_file(
     # the origin's rate later, the first quarter is in the `.part` that a kill leaves.
     first = await _running_on(cluster, cluster[0], task_id, SIZE // 4 + RATE // 2)
     watcher = next(node for node in cluster.nodes if node is not first)
-    ws = await cluster.http.ws_connect(watcher.server.base_url + WS_PATH, headers=watcher.auth)
+    ws = await cluster.http.ws_connect(watcher.server.base_url + WS_PATH, headers=watcher.headers)
     await ws.send_json({"action": "subscribe", "task_id": task_id})
     assert (await recv(ws))["event"] == "subscribed"
 

@@ -101,7 +101,7 @@ async def test_a_websocket_on_one_node_follows_downloads_on_the_others_gaplessly
 ) -> None:
     a, _, c = cluster.nodes
     http = cluster.http
-    ws = await http.ws_connect(c.server.base_url + WS_PATH, headers=c.auth)
+    ws = await http.ws_connect(c.server.base_url + WS_PATH, headers=c.headers)
     await ws.send_json({"action": "subscribe", "task_id": "*"})
     subscribed = await recv(ws)
     assert subscribed["event"] == "subscribed"
@@ -132,7 +132,7 @@ async def test_a_websocket_on_one_node_follows_downloads_on_the_others_gaplessly
     # A socket on node b replaying from the middle gets the rest once, in order.
     middle = history[len(history) // 2]["seq"]
     b = cluster.nodes[1]
-    ws = await http.ws_connect(b.server.base_url + WS_PATH, headers=b.auth)
+    ws = await http.ws_connect(b.server.base_url + WS_PATH, headers=b.headers)
     await ws.send_json({"action": "subscribe", "task_id": "*", "after_seq": middle})
     replayed = await recv_until(ws, lambda f: f.get("event") == "subscribed", within=30)
     assert [e["seq"] for e in stored(replayed)] == [e["seq"] for e in history if e["seq"] > middle]
@@ -145,7 +145,9 @@ async def test_each_node_names_itself_in_healthz_and_metrics(cluster: Cluster) -
         assert status == 200
         assert body["status"] == "ok" and body["node"] == node.name
         assert body["database"] == "ok"
-        async with cluster.http.get(node.server.base_url + "/metrics", headers=node.auth) as resp:
+        async with cluster.http.get(
+            node.server.base_url + "/metrics", headers=node.headers
+        ) as resp:
             text = await resp.text()
         assert resp.status == 200
         samples = [line for line in text.splitlines() if line and not line.startswith("#")]

@@ -22,6 +22,7 @@ import pytest
 from tests.apiclient import eventually, read_only_db
 from tests.media import codecs, duration
 from tests.media_site import HLS_SECONDS, MP4_SECONDS, MediaSite, descendants
+from tests.processapi import ProcessApi
 from tests.serverproc import ServerProcess, create_key
 from tests.wsclient import WS_PATH, recv, recv_until
 
@@ -31,7 +32,7 @@ JSON = dict[str, Any]
 HLS_FRAGMENTS = HLS_SECONDS // 2
 
 
-class Served:
+class Served(ProcessApi):
     """The server process, one key, and the calls the tests make."""
 
     def __init__(self, server: ServerProcess, key: str, session: aiohttp.ClientSession) -> None:
@@ -40,23 +41,15 @@ class Served:
         self.session = session
 
     @property
+    def http(self) -> aiohttp.ClientSession:
+        return self.session
+
+    @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"}
 
-    async def call(self, method: str, path: str, status: int = 200, **kwargs: Any) -> Any:
-        url = self.server.base_url + path
-        async with self.session.request(method, url, headers=self.headers, **kwargs) as resp:
-            text = await resp.text()
-            assert resp.status == status, f"{method} {path}: {resp.status} {text}\n{self.log()}"
-            return json.loads(text) if text else None
-
-    async def submit(self, url: str, **fields: Any) -> JSON:
-        task: JSON = await self.call("POST", "/api/downloads", 201, json={"url": url, **fields})
-        return task
-
-    async def task(self, task_id: str) -> JSON:
-        task: JSON = await self.call("GET", f"/api/downloads/{task_id}")
-        return task
+    def where(self) -> str:
+        return f"\n{self.log()}"
 
     async def events(self, task_id: str) -> list[JSON]:
         page = await self.call("GET", f"/api/downloads/{task_id}/events")
