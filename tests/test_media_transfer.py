@@ -15,6 +15,7 @@ import pytest
 from progress_server.filenames import sanitise
 from progress_server.media.errors import MediaError
 from progress_server.media.job import MediaJob
+from progress_server.media.process import WorkerProcess
 from progress_server.media.results import MediaFile, MediaPlaylist
 from progress_server.media.transfer import MediaTransfer
 from tests.media import codecs, duration
@@ -199,3 +200,22 @@ async def test_ratelimit_holds_the_worker_to_it(site: MediaSite, tmp_path: Path)
     # ~0.9 MB at 250 kB/s: well over 3 s, where the origin alone takes a fraction of one.
     assert moved > 800_000
     assert moved / elapsed <= 1.1 * limit
+
+
+@pytest.mark.parametrize(("page", "status"), [("/media/clip.mp4", 0), ("/page/none.html", 1)])
+async def test_the_worker_exits_with_its_status_once_its_last_line_is_out(
+    site: MediaSite, tmp_path: Path, page: str, status: int
+) -> None:
+    """Its stdin stays open (supervised) as under MediaTransfer. A worker that aborts at
+    shutdown instead (SIGABRT, after the interpreter waited a second for a lock) leaves
+    every task a second late and looks killed rather than finished."""
+    job = MediaJob(url=site.url(page), output_dir=tmp_path)
+    worker = await WorkerProcess.start(job.to_json())
+    try:
+        last = [event["event"] async for event in worker.events()][-1]
+        code = await worker.wait()
+    finally:
+        await worker.stop()
+
+    assert last == ("finished" if status == 0 else "error")
+    assert code == status, worker.last_stderr_line

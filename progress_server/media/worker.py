@@ -246,8 +246,12 @@ def _die_with_parent() -> None:
 
     The worker runs in a session of its own, so a server killed with -9 would otherwise
     leave it downloading into the folder that the restarted server's next run resumes.
+    It reads the raw descriptor: sys.stdin.buffer would hold its lock while blocked, and
+    the interpreter's shutdown waits a second for that lock, then aborts (SIGABRT), so
+    every run, done or failed, would end a second late.
     """
-    while sys.stdin.buffer.read(65536):
+    fd = sys.stdin.fileno()
+    while os.read(fd, 65536):
         pass
     os.killpg(os.getpgrp(), signal.SIGKILL)
 
