@@ -57,6 +57,10 @@ class EventLog(Protocol):
         return before it is delivered."""
 
 
+# The states in which a task's download is whole.
+_WHOLE = frozenset({TaskState.PROCESSING, TaskState.COMPLETED})
+
+
 class LocalLog:
     """One process owns the log: seqs from blocks reserved in the store, each event
     delivered once it is persisted and every event before it was delivered.
@@ -208,6 +212,12 @@ class EventBus:
         current = self.snapshots.get(event.task_id)
         if progress is None:
             progress = current.progress if current else Progress()
+            if event.state in _WHOLE and progress.total_bytes is not None:
+                # Processing and completed mean every byte is in. A stored event read back
+                # from the cluster's log carries no figures, and the last relayed progress
+                # frame may have been dropped behind it (its seq is older), so the figures
+                # must not stay at that frame's.
+                progress = Progress(progress.total_bytes, progress.total_bytes)
         if current is not None or event.name is EventName.QUEUED:
             self.snapshots.update(
                 event.task_id,

@@ -81,3 +81,31 @@ async def test_progress_publish_returns_while_a_commit_is_pending_and_order_is_k
     finally:
         outside.close()
         await store.close()
+
+
+async def test_a_whole_download_reads_whole_though_its_last_frame_was_not_heard(
+    tmp_path: Path,
+) -> None:
+    # In a cluster, a node hears another node's processing event from the database without
+    # figures, and the relayed 100 % frame before it may have been dropped (older seq): the
+    # task's record and polling must not stay at the last frame heard.
+    store = SqliteStore(tmp_path / "progress.db")
+    await store.open()
+    bus = EventBus(store, SnapshotCache())
+    await bus.start()
+    try:
+        queued = TaskState.PENDING
+        await bus.publish(EventName.QUEUED, "t", 1, queued, persist=store.insert_event)
+        figures = Progress(830, 1000, 1e6)
+        moving = TaskState.DOWNLOADING
+        await bus.publish(EventName.PROGRESS, "t", 1, moving, progress=figures)
+        await bus.publish(
+            EventName.PROCESSING, "t", 1, TaskState.PROCESSING, persist=store.insert_event
+        )
+        snapshot = bus.snapshots.get("t")
+        assert snapshot is not None
+        assert (snapshot.progress.downloaded_bytes, snapshot.progress.total_bytes) == (1000, 1000)
+        assert snapshot.progress.percentage == 100.0
+    finally:
+        await bus.stop()
+        await store.close()
