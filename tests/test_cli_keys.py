@@ -14,9 +14,8 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 
 from progress_server.cli import main
+from tests.plainhttp import NO_PROXY
 from tests.serverproc import REPO_ROOT, ServerProcess, create_key
-
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -41,7 +40,7 @@ def status_with_key(server: ServerProcess, key: str) -> int:
         f"{server.base_url}/api/downloads", headers={"Authorization": f"Bearer {key}"}
     )
     try:
-        with _NO_PROXY.open(request, timeout=10) as resp:
+        with NO_PROXY.open(request, timeout=10) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         return exc.code

@@ -14,18 +14,15 @@ import re
 import shutil
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.plainhttp import status_once_up
 from tests.serverproc import REPO_ROOT, free_port
 
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _SOURCES = ("pyproject.toml", "README.md", "progress_server", "migrations", "static")
 
 
@@ -100,28 +97,14 @@ def test_installed_copy_serves_with_the_checkout_out_of_reach(wheel: Path, tmp_p
         stderr=subprocess.STDOUT,
     )
     try:
-        assert _get(f"http://127.0.0.1:{port}/healthz", server) == 200
+        assert status_once_up(f"http://127.0.0.1:{port}/healthz", server) == 200
         # The status page renders from the packaged templates.
-        assert _get(f"http://127.0.0.1:{port}/", server) == 200
+        assert status_once_up(f"http://127.0.0.1:{port}/", server) == 200
     finally:
         server.terminate()
         server.wait(15)
         log.close()
     assert server.returncode == 0, (tmp_path / "server.log").read_text()
-
-
-def _get(url: str, server: subprocess.Popen[bytes]) -> int:
-    deadline = time.monotonic() + 30
-    while True:
-        assert server.poll() is None, "the installed server exited"
-        try:
-            with _NO_PROXY.open(url, timeout=2) as resp:
-                return int(resp.status)
-        except urllib.error.HTTPError as exc:
-            return exc.code
-        except (urllib.error.URLError, OSError):
-            assert time.monotonic() < deadline, f"{url} never answered"
-            time.sleep(0.1)
 
 
 # Modules that run only with an extra installed, by extra.

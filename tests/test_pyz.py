@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.plainhttp import NO_PROXY
 from tests.serverproc import REPO_ROOT, free_port
 
 # shiv is in the [test] extra: a missing one is a broken set-up, so no skip here.
 pytestmark = [pytest.mark.timeout(300)]
 
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # The interpreter under any virtualenv: nothing of ours is installed there, as on a machine
 # that has only Python.
 PYTHON = getattr(sys, "_base_executable", None) or sys.executable
@@ -68,7 +68,7 @@ def get(url: str, key: str | None = None) -> tuple[int, bytes]:
     if key:
         request.add_header("Authorization", f"Bearer {key}")
     try:
-        with _NO_PROXY.open(request, timeout=5) as resp:
+        with NO_PROXY.open(request, timeout=5) as resp:
             return int(resp.status), resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()

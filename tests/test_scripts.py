@@ -14,16 +14,14 @@ import subprocess
 import sys
 import sysconfig
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.plainhttp import status_once_up
 from tests.serverproc import REPO_ROOT, free_port
 
 _SOURCES = ("scripts", "pyproject.toml", "README.md", "progress_server", "migrations", "static")
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @pytest.fixture(scope="module")
@@ -131,22 +129,7 @@ def test_serve_prints_the_exact_key_command_for_its_data_folder(checkout: Path) 
         assert made.returncode == 0, made.stderr
         key = made.stdout.strip().splitlines()[-1]
         assert (checkout / "my data" / "progress.db").exists()
-        assert _status(f"http://127.0.0.1:{port}/api/downloads", key, server) == 200
+        assert status_once_up(f"http://127.0.0.1:{port}/api/downloads", server, key) == 200
     finally:
         server.terminate()
         server.wait(15)
-
-
-def _status(url: str, key: str, server: subprocess.Popen[str]) -> int:
-    deadline = time.monotonic() + 30
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
-    while True:
-        assert server.poll() is None, "the server exited"
-        try:
-            with _NO_PROXY.open(request, timeout=2) as resp:
-                return int(resp.status)
-        except urllib.error.HTTPError as exc:
-            return exc.code
-        except (urllib.error.URLError, OSError):
-            assert time.monotonic() < deadline, f"{url} never answered"
-            time.sleep(0.1)
